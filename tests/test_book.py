@@ -1,0 +1,107 @@
+"""The book builds strictly (Sphinx warnings are errors) and every page is clean.
+
+The build executes every notebook page once (myst-nb drives nbclient); the
+execution table it writes (book/appendix/execution) gives each page's run time,
+which is checked against a per-page budget.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from bs4 import BeautifulSoup
+
+ROOT = Path(__file__).resolve().parents[1]
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
+PAGE_BUDGET_S = 120  # each page is written to run in well under a minute on 2 cores
+COLAB = "https://colab.research.google.com/github/gradlab/gradlab/blob/main/"
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [ch["file"] for ch in part["chapters"]]
+    return files
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    proc = subprocess.run(
+        [str(JUPYTER_BOOK), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"book build failed:\n{log[-8000:]}"
+    html = out / "_build" / "html"
+    assert (html / "index.html").exists(), log[-3000:]
+    return html
+
+
+def soup(html: Path, page: str) -> BeautifulSoup:
+    path = html / f"{page}.html"
+    assert path.exists(), f"{page} has no HTML page"
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
+
+
+def test_every_toc_page_is_built(built):
+    for page in toc_files():
+        assert (built / f"{page}.html").exists(), page
+
+
+def test_no_page_shows_an_unexpected_error_or_warning(built):
+    for page in toc_files():
+        doc = soup(built, page)
+        for out in doc.select("div.cell_output"):
+            cell = out.find_parent("div", class_="cell")
+            expected_error = cell is not None and "tag_raises-exception" in cell.get("class", [])
+            if out.select(".output.traceback") and not expected_error:
+                pytest.fail(f"{page}: a cell shows a traceback:\n{out.get_text()[:2000]}")
+            for err in out.select(".output.stderr"):
+                text = err.get_text()
+                assert not re.search(r"Warning|Error", text), f"{page}: stderr output:\n{text[:2000]}"
+
+
+def test_execution_table_all_ok_within_budget(built):
+    doc = soup(built, "book/appendix/execution")
+    table = doc.find("table")
+    assert table is not None, "the execution table is missing"
+    header = [th.get_text(strip=True).lower() for th in table.select("thead th")]
+    rows = [[td.get_text(strip=True) for td in tr.select("td")] for tr in table.select("tbody tr")]
+    col = {name: header.index(name) for name in ("document", "run time", "status")}
+    executed = {r[col["document"]]: r for r in rows}
+    pages = [p for p in toc_files() if (ROOT / f"{p}.md").read_text().startswith("---\njupytext")]
+    assert pages, "no notebook pages in the table of contents"
+    for page in pages:
+        assert page in executed, f"{page} was not executed (table has {sorted(executed)})"
+        row = executed[page]
+        assert row[col["status"]] == "✅", f"{page}: status {row[col['status']]}"
+        seconds = float(row[col["run time"]])
+        print(f"{page}: {seconds:.1f} s")
+        assert seconds < PAGE_BUDGET_S, f"{page} took {seconds:.0f} s (budget {PAGE_BUDGET_S} s)"
+
+
+def test_chapter_pages_launch_colab_on_their_paired_notebook(built):
+    for page in toc_files():
+        if not (ROOT / f"{page}.ipynb").exists():
+            continue
+        links = [a["href"] for a in soup(built, page).find_all("a", href=True) if "colab" in a["href"]]
+        assert f"{COLAB}{page}.ipynb" in links, f"{page}: Colab links {links}"
+
+
+def test_lab_pages_link_to_committed_student_notebooks(built):
+    lab_pages = [p for p in toc_files() if p.startswith("book/labs/")]
+    assert lab_pages, "no lab pages in the table of contents"
+    for page in lab_pages:
+        links = [a["href"] for a in soup(built, page).find_all("a", href=True) if a["href"].startswith(COLAB)]
+        assert links, f"{page} has no Colab link"
+        for link in links:
+            target = ROOT / link[len(COLAB):]
+            assert target.suffix == ".ipynb" and target.exists(), f"{page}: {link} points to nothing"
