@@ -1,0 +1,510 @@
+r"""A tiny reverse-mode automatic differentiation engine on plain torch tensors.
+
+In the spirit of micrograd, but every value is a tensor and no ``torch.autograd``
+is used: values are stored detached and every computation runs under
+``torch.no_grad()``.
+
+A :class:`Node` holds a ``value``, the ``parents`` it was computed from, the name
+of the ``op`` that produced it, and a ``_backward`` closure. When called, the
+closure reads ``node.grad`` $= \partial L/\partial\,\text{node}$ and *adds* each
+parent's share (a vector-Jacobian product) to ``parent.grad``. Adding, not
+assigning, is what makes a node used twice (a "diamond") receive the sum of both
+contributions.
+
+:func:`backward` orders the graph topologically (parents before children), seeds
+the root with ones and calls the closures in reverse order, so each node's
+gradient is complete before it is propagated to its parents.
+
+Example::
+
+    x = Node(torch.randn(8, 4))
+    W = Node(torch.randn(3, 4)); b = Node(torch.zeros(3))
+    loss = cross_entropy(relu(x @ W.T + b), torch.randint(0, 3, (8,)))
+    loss.backward()          # W.grad, b.grad, x.grad are now filled in
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+
+__all__ = [
+    "Node",
+    "matmul",
+    "transpose",
+    "add",
+    "mul",
+    "relu",
+    "requ",
+    "sigmoid",
+    "log_softmax",
+    "cross_entropy",
+    "mse",
+    "sum",
+    "mean",
+    "unbroadcast",
+    "topological_order",
+    "backward",
+    "mlp_forward",
+    "mlp_layers",
+]
+
+NodeLike = Union["Node", torch.Tensor, float]
+
+
+class Node:
+    """A value in the computational graph, with the gradient of the root w.r.t. it."""
+
+    def __init__(self, value: torch.Tensor, parents: Iterable["Node"] = (), op: str = "") -> None:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"value must be a torch.Tensor, got {type(value).__name__}")
+        if not value.is_floating_point():
+            raise TypeError(f"value must be a floating-point tensor, got dtype {value.dtype}")
+        parents = tuple(parents)
+        for parent in parents:
+            if not isinstance(parent, Node):
+                raise TypeError(f"parents must be Nodes, got {type(parent).__name__}")
+        self.value = value.detach()
+        self.parents = parents
+        self.op = op
+        self.grad: Optional[torch.Tensor] = None
+        self._backward: Callable[[], None] = lambda: None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.value.shape
+
+    def __repr__(self) -> str:
+        op = f", op={self.op!r}" if self.op else ""
+        return f"Node(shape={tuple(self.shape)}{op})"
+
+    def backward(self, grad: Optional[torch.Tensor] = None) -> None:
+        """Backpropagate from this node, see :func:`backward`."""
+        backward(self, grad)
+
+    # Operator sugar so that formulas read like math.
+    def __add__(self, other: NodeLike) -> "Node":
+        return add(self, other)
+
+    def __radd__(self, other: NodeLike) -> "Node":
+        return add(other, self)
+
+    def __mul__(self, other: NodeLike) -> "Node":
+        return mul(self, other)
+
+    def __rmul__(self, other: NodeLike) -> "Node":
+        return mul(other, self)
+
+    def __matmul__(self, other: NodeLike) -> "Node":
+        return matmul(self, other)
+
+    def __rmatmul__(self, other: NodeLike) -> "Node":
+        return matmul(other, self)
+
+    @property
+    def T(self) -> "Node":
+        return transpose(self)
+
+    def relu(self) -> "Node":
+        return relu(self)
+
+    def requ(self) -> "Node":
+        return requ(self)
+
+    def sigmoid(self) -> "Node":
+        return sigmoid(self)
+
+    def sum(self) -> "Node":
+        return sum(self)
+
+    def mean(self) -> "Node":
+        return mean(self)
+
+
+def _as_node(x: NodeLike, name: str) -> Node:
+    """Wrap a tensor as a constant leaf node; pass nodes through."""
+    if isinstance(x, Node):
+        return x
+    if isinstance(x, torch.Tensor):
+        return Node(x)
+    raise TypeError(f"{name} must be a Node, a torch.Tensor or a number, got {type(x).__name__}")
+
+
+def _as_nodes(a: NodeLike, b: NodeLike) -> Tuple[Node, Node]:
+    """Two operands as nodes; a Python number becomes a constant with the other's dtype and device."""
+    if isinstance(a, (int, float)) and not isinstance(a, bool) and isinstance(b, Node):
+        a = torch.tensor(float(a), dtype=b.value.dtype, device=b.value.device)
+    if isinstance(b, (int, float)) and not isinstance(b, bool) and isinstance(a, Node):
+        b = torch.tensor(float(b), dtype=a.value.dtype, device=a.value.device)
+    return _as_node(a, "a"), _as_node(b, "b")
+
+
+def _accumulate(node: Node, grad: torch.Tensor) -> None:
+    """``node.grad += grad`` (creating it on first use)."""
+    node.grad = grad.clone() if node.grad is None else node.grad + grad
+
+
+def unbroadcast(grad: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Sum ``grad`` back to ``shape``, undoing broadcasting.
+
+    Broadcasting copies an operand along new leading dimensions and along
+    dimensions of size 1; the gradient of a copy is the sum over the copies.
+    """
+    shape = tuple(shape)
+    while grad.dim() > len(shape):
+        grad = grad.sum(dim=0)
+    for dim, size in enumerate(shape):
+        if size == 1 and grad.shape[dim] != 1:
+            grad = grad.sum(dim=dim, keepdim=True)
+    return grad
+
+
+# ---------------------------------------------------------------- operations
+
+
+def matmul(a: NodeLike, b: NodeLike) -> Node:
+    r"""$C = AB$ (batched like ``torch.matmul`` for >= 2-D operands).
+
+    VJP: $\bar A = \bar C B^\top$, $\bar B = A^\top \bar C$ (summed over broadcast batch dims).
+    """
+    a, b = _as_node(a, "a"), _as_node(b, "b")
+    if a.value.dim() < 2 or b.value.dim() < 2 or a.shape[-1] != b.shape[-2]:
+        raise ValueError(
+            f"matmul needs a of shape (..., n, k) and b of shape (..., k, m), "
+            f"got a {tuple(a.shape)} and b {tuple(b.shape)}"
+        )
+    with torch.no_grad():
+        out = Node(a.value @ b.value, (a, b), "matmul")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            _accumulate(a, unbroadcast(out.grad @ b.value.transpose(-1, -2), a.shape))
+            _accumulate(b, unbroadcast(a.value.transpose(-1, -2) @ out.grad, b.shape))
+
+    out._backward = _backward
+    return out
+
+
+def transpose(a: NodeLike) -> Node:
+    """Swap the last two dimensions. VJP: transpose the gradient back."""
+    a = _as_node(a, "a")
+    if a.value.dim() < 2:
+        raise ValueError(f"transpose needs a tensor with >= 2 dims, got shape {tuple(a.shape)}")
+    out = Node(a.value.transpose(-1, -2), (a,), "transpose")
+
+    def _backward() -> None:
+        _accumulate(a, out.grad.transpose(-1, -2))
+
+    out._backward = _backward
+    return out
+
+
+def add(a: NodeLike, b: NodeLike) -> Node:
+    r"""$c = a + b$ with broadcasting. VJP: $\bar a = \mathrm{unbroadcast}(\bar c)$, same for $b$."""
+    a, b = _as_nodes(a, b)
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"add: shapes of a {tuple(a.shape)} and b {tuple(b.shape)} do not broadcast"
+        ) from None
+    with torch.no_grad():
+        out = Node(a.value + b.value, (a, b), "add")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            _accumulate(a, unbroadcast(out.grad, a.shape))
+            _accumulate(b, unbroadcast(out.grad, b.shape))
+
+    out._backward = _backward
+    return out
+
+
+def mul(a: NodeLike, b: NodeLike) -> Node:
+    r"""Elementwise $c = a \odot b$ with broadcasting.
+
+    VJP: $\bar a = \mathrm{unbroadcast}(\bar c \odot b)$, $\bar b = \mathrm{unbroadcast}(\bar c \odot a)$.
+    """
+    a, b = _as_nodes(a, b)
+    try:
+        torch.broadcast_shapes(a.shape, b.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"mul: shapes of a {tuple(a.shape)} and b {tuple(b.shape)} do not broadcast"
+        ) from None
+    with torch.no_grad():
+        out = Node(a.value * b.value, (a, b), "mul")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            _accumulate(a, unbroadcast(out.grad * b.value, a.shape))
+            _accumulate(b, unbroadcast(out.grad * a.value, b.shape))
+
+    out._backward = _backward
+    return out
+
+
+def relu(a: NodeLike) -> Node:
+    r"""$\max(a, 0)$. VJP: $\bar a = \bar c \cdot 1[a > 0]$ (0 at the kink)."""
+    a = _as_node(a, "a")
+    with torch.no_grad():
+        mask = (a.value > 0).to(a.value.dtype)
+        out = Node(a.value * mask, (a,), "relu")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            _accumulate(a, out.grad * mask)
+
+    out._backward = _backward
+    return out
+
+
+def requ(a: NodeLike) -> Node:
+    r"""$1[a > 0]\, a^2$. VJP: $\bar a = \bar c \cdot 2a\,1[a > 0]$."""
+    a = _as_node(a, "a")
+    with torch.no_grad():
+        positive = a.value.clamp(min=0)
+        out = Node(positive * positive, (a,), "requ")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            _accumulate(a, out.grad * 2 * positive)
+
+    out._backward = _backward
+    return out
+
+
+def sigmoid(a: NodeLike) -> Node:
+    r"""$s = 1/(1 + e^{-a})$. VJP: $\bar a = \bar s \cdot s(1 - s)$."""
+    a = _as_node(a, "a")
+    with torch.no_grad():
+        s = torch.sigmoid(a.value)
+        out = Node(s, (a,), "sigmoid")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            _accumulate(a, out.grad * s * (1 - s))
+
+    out._backward = _backward
+    return out
+
+
+def log_softmax(a: NodeLike, dim: int = -1) -> Node:
+    r"""$\ell_i = a_i - \log\sum_j e^{a_j}$ along ``dim``.
+
+    VJP: $\bar a = \bar\ell - \mathrm{softmax}(a) \sum_j \bar\ell_j$.
+    """
+    a = _as_node(a, "a")
+    if a.value.dim() == 0:
+        raise ValueError("log_softmax needs a tensor with at least 1 dim, got a scalar")
+    with torch.no_grad():
+        logp = a.value - torch.logsumexp(a.value, dim=dim, keepdim=True)
+        out = Node(logp, (a,), "log_softmax")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            g = out.grad
+            _accumulate(a, g - logp.exp() * g.sum(dim=dim, keepdim=True))
+
+    out._backward = _backward
+    return out
+
+
+def cross_entropy(logits: NodeLike, targets: torch.Tensor) -> Node:
+    r"""Mean cross-entropy $-\frac1B\sum_n \log \mathrm{softmax}(z_n)_{y_n}$.
+
+    ``logits`` has shape ``(B, C)``, ``targets`` holds class indices of shape ``(B,)``.
+    VJP (fused, numerically stable): $\bar z = \bar L\,(\mathrm{softmax}(z) - \mathrm{onehot}(y)) / B$.
+    """
+    logits = _as_node(logits, "logits")
+    if logits.value.dim() != 2:
+        raise ValueError(f"logits must have shape (B, C), got {tuple(logits.shape)}")
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
+    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
+    batch, num_classes = logits.shape
+    if targets.shape != (batch,):
+        raise ValueError(
+            f"targets must have shape (B,) = ({batch},) to match logits {tuple(logits.shape)}, "
+            f"got {tuple(targets.shape)}"
+        )
+    if batch > 0 and (targets.min() < 0 or targets.max() >= num_classes):
+        raise ValueError(f"targets must lie in [0, {num_classes}), got values outside")
+    with torch.no_grad():
+        logp = logits.value - torch.logsumexp(logits.value, dim=1, keepdim=True)
+        rows = torch.arange(batch, device=logp.device)
+        targets = targets.to(device=logp.device, dtype=torch.long)
+        out = Node(-logp[rows, targets].mean(), (logits,), "cross_entropy")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            grad = logp.exp()
+            grad[rows, targets] -= 1
+            _accumulate(logits, out.grad * grad / batch)
+
+    out._backward = _backward
+    return out
+
+
+def mse(pred: NodeLike, target: NodeLike) -> Node:
+    r"""Mean squared error $\frac1N\sum_i (p_i - t_i)^2$; shapes must match exactly.
+
+    VJP: $\bar p = \bar L \cdot 2(p - t)/N$, $\bar t = -\bar p$.
+    (No broadcasting on purpose: ``(B, 1)`` against ``(B,)`` is a classic silent bug.)
+    """
+    pred, target = _as_node(pred, "pred"), _as_node(target, "target")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"mse: pred and target must have the same shape, got pred {tuple(pred.shape)} "
+            f"and target {tuple(target.shape)}"
+        )
+    with torch.no_grad():
+        diff = pred.value - target.value
+        out = Node((diff * diff).mean(), (pred, target), "mse")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            grad = out.grad * 2 * diff / diff.numel()
+            _accumulate(pred, grad)
+            _accumulate(target, -grad)
+
+    out._backward = _backward
+    return out
+
+
+def sum(a: NodeLike) -> Node:  # noqa: A001 - the name of the math
+    r"""$s = \sum_i a_i$ (a scalar). VJP: $\bar a = \bar s \cdot \mathbf 1$."""
+    a = _as_node(a, "a")
+    with torch.no_grad():
+        out = Node(a.value.sum(), (a,), "sum")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            _accumulate(a, out.grad.expand(a.shape))
+
+    out._backward = _backward
+    return out
+
+
+def mean(a: NodeLike) -> Node:
+    r"""$m = \frac1N \sum_i a_i$. VJP: $\bar a = \bar m \cdot \mathbf 1 / N$."""
+    a = _as_node(a, "a")
+    with torch.no_grad():
+        out = Node(a.value.mean(), (a,), "mean")
+
+    def _backward() -> None:
+        with torch.no_grad():
+            _accumulate(a, out.grad.expand(a.shape) / a.value.numel())
+
+    out._backward = _backward
+    return out
+
+
+# ------------------------------------------------------------------ traversal
+
+
+def topological_order(root: Node) -> List[Node]:
+    """Every node reachable from ``root`` exactly once, parents before children.
+
+    Depth-first search, appending a node after all of its parents (post-order).
+    Iterative instead of recursive so that long chains do not hit Python's
+    recursion limit.
+    """
+    if not isinstance(root, Node):
+        raise TypeError(f"root must be a Node, got {type(root).__name__}")
+    order: List[Node] = []
+    visited = set()
+    stack: List[Tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in reversed(node.parents):
+            if id(parent) not in visited:
+                stack.append((parent, False))
+    return order
+
+
+def backward(root: Node, grad: Optional[torch.Tensor] = None) -> None:
+    r"""Fill ``.grad`` $= \partial\,\text{root}/\partial\,\text{node}$ for every node in the graph.
+
+    ``root.grad`` is seeded with ``grad`` (default: ones, i.e. the gradient of
+    ``root.sum()``). Each call starts from scratch: the gradients of all nodes in
+    the graph are reset first (unlike ``torch``, which accumulates into leaves).
+    """
+    order = topological_order(root)
+    if grad is None:
+        grad = torch.ones_like(root.value)
+    elif not isinstance(grad, torch.Tensor):
+        raise TypeError(f"grad must be a torch.Tensor or None, got {type(grad).__name__}")
+    elif grad.shape != root.shape:
+        raise ValueError(
+            f"grad must have the root's shape {tuple(root.shape)}, got {tuple(grad.shape)}"
+        )
+    for node in order:
+        node.grad = None
+    root.grad = grad.detach().to(dtype=root.value.dtype, device=root.value.device).clone()
+    for node in reversed(order):
+        if node.grad is not None:  # defensive: every op accumulates into all its parents
+            node._backward()
+    for node in order:
+        if node.grad is None:
+            node.grad = torch.zeros_like(node.value)
+
+
+# ------------------------------------------------------------------- helpers
+
+_ACTIVATIONS = {"relu": relu, "requ": requ, "sigmoid": sigmoid}
+
+
+def mlp_forward(
+    x: NodeLike,
+    layers: Sequence[Tuple[Node, Optional[Node]]],
+    activation: str = "relu",
+) -> Node:
+    r"""Forward pass of an MLP in the engine: $h_{k+1} = \sigma(h_k W_k^\top + b_k)$.
+
+    ``layers`` is a list of ``(W, b)`` nodes in ``torch.nn.Linear`` layout
+    (``W`` of shape ``(out, in)``, ``b`` of shape ``(out,)`` or ``None``).
+    ``activation`` (``"relu"``, ``"requ"`` or ``"sigmoid"``) is applied between
+    layers, not after the last one, so the output is the logits.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    if len(layers) == 0:
+        raise ValueError("layers must contain at least one (W, b) pair")
+    h = _as_node(x, "x")
+    for index, (W, b) in enumerate(layers):
+        h = h @ _as_node(W, f"layers[{index}][0]").T
+        if b is not None:
+            h = h + _as_node(b, f"layers[{index}][1]")
+        if index < len(layers) - 1:
+            h = _ACTIVATIONS[activation](h)
+    return h
+
+
+def mlp_layers(model: torch.nn.Module) -> List[Tuple[Node, Optional[Node]]]:
+    """Copy the weights of every Linear-like layer of ``model`` (in order) into leaf nodes.
+
+    A layer is Linear-like when it has a 2-D ``weight`` parameter and a ``bias``
+    attribute (``torch.nn.Linear`` and ``gradlab.nn.Linear`` both are).
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    layers = []
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2 and hasattr(module, "bias"):
+            bias = module.bias
+            W = Node(weight.detach().clone())
+            b = None if bias is None else Node(bias.detach().clone())
+            layers.append((W, b))
+    if not layers:
+        raise ValueError("model has no Linear-like layer (2-D weight and a bias attribute)")
+    return layers

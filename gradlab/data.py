@@ -1,0 +1,93 @@
+"""Small datasets bundled with scikit-learn, as torch tensors (no downloads).
+
+The raw numpy arrays are loaded once per process (``functools.lru_cache``);
+every call returns fresh tensors, so callers may modify them freely.
+scikit-learn is imported lazily, only when a loader is called.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Tuple
+
+import numpy as np
+import torch
+
+__all__ = ["load_digits_split", "load_iris_tensors"]
+
+
+@functools.lru_cache(maxsize=None)
+def _digits_arrays() -> Tuple[np.ndarray, np.ndarray]:
+    """8x8 digit images flattened to 64 features (values 0..16), labels 0..9; read-only."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return _read_only(bunch.data.astype(np.float64)), _read_only(bunch.target.astype(np.int64))
+
+
+@functools.lru_cache(maxsize=None)
+def _iris_arrays() -> Tuple[np.ndarray, np.ndarray]:
+    """150 iris flowers, 4 features (cm), labels 0..2; read-only."""
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris()
+    return _read_only(bunch.data.astype(np.float64)), _read_only(bunch.target.astype(np.int64))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def _check_dtype(dtype: Any) -> None:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+
+
+def load_digits_split(
+    test_size: float = 0.25,
+    seed: int = 0,
+    device: Optional[Any] = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""scikit-learn's digits (1797 images, 10 classes) split into train and test.
+
+    The split is stratified by class and fully determined by ``seed``. Features
+    are standardized with the *training* mean and standard deviation,
+    $x \mapsto (x - \mu_{\text{train}}) / \sigma_{\text{train}}$ (pixels that are
+    constant on the training set keep $\sigma = 1$).
+
+    Returns ``(x_train, y_train, x_test, y_test)``: features of ``dtype`` with
+    shape ``(n, 64)``, labels ``int64`` with shape ``(n,)``, all on ``device``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
+        raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    _check_dtype(dtype)
+    x, y = _digits_arrays()
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, random_state=seed, stratify=y
+    )
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std[std == 0] = 1.0
+    return (
+        torch.tensor((x_train - mean) / std, dtype=dtype, device=device),
+        torch.tensor(y_train, dtype=torch.int64, device=device),
+        torch.tensor((x_test - mean) / std, dtype=dtype, device=device),
+        torch.tensor(y_test, dtype=torch.int64, device=device),
+    )
+
+
+def load_iris_tensors(
+    device: Optional[Any] = None, dtype: torch.dtype = torch.float32
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's iris: features ``(150, 4)`` of ``dtype`` (raw, in cm) and labels ``(150,)`` int64."""
+    _check_dtype(dtype)
+    x, y = _iris_arrays()
+    return (
+        torch.tensor(x, dtype=dtype, device=device),
+        torch.tensor(y, dtype=torch.int64, device=device),
+    )

@@ -1,0 +1,77 @@
+"""gradlab.data: bundled scikit-learn datasets as tensors, split deterministically."""
+import pytest
+import torch
+
+from gradlab import data
+from gradlab.data import load_digits_split, load_iris_tensors
+
+
+def test_digits_split_shapes_and_dtypes():
+    x_train, y_train, x_test, y_test = load_digits_split()
+    assert x_train.shape == (1347, 64) and x_test.shape == (450, 64)
+    assert y_train.shape == (1347,) and y_test.shape == (450,)
+    assert x_train.dtype == torch.float32 and y_train.dtype == torch.int64
+    assert set(y_train.tolist()) == set(range(10)) and set(y_test.tolist()) <= set(range(10))
+
+
+def test_digits_split_is_stratified_and_complete():
+    _, y_train, _, y_test = load_digits_split(test_size=0.3, seed=5)
+    counts = torch.bincount(torch.cat([y_train, y_test]), minlength=10)
+    raw_counts = torch.bincount(torch.as_tensor(data._digits_arrays()[1].copy()), minlength=10)
+    assert torch.equal(counts, raw_counts)  # nothing lost or duplicated
+    share = torch.bincount(y_test, minlength=10).double() / raw_counts.double()
+    assert torch.all((share - 0.3).abs() < 0.02)  # every class split ~ 70/30
+
+
+def test_digits_standardized_with_train_statistics():
+    x_train, _, x_test, _ = load_digits_split(dtype=torch.float64)
+    std = x_train.std(dim=0, unbiased=False)
+    varying = std > 0
+    assert torch.allclose(x_train.mean(dim=0), torch.zeros(64, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(std[varying], torch.ones(int(varying.sum()), dtype=torch.float64), atol=1e-12)
+    assert varying.sum() < 64  # some border pixels are constant on the training set ...
+    assert x_train[:, ~varying].eq(0).all()
+    assert x_test[:, ~varying].abs().max() <= 16  # ... and are only centred (sigma = 1): raw pixels are 0..16
+    assert torch.isfinite(x_train).all() and torch.isfinite(x_test).all()
+    assert x_test.mean(dim=0).abs().max() > 1e-6  # the test set is not re-standardized on itself
+
+
+def test_digits_split_deterministic_by_seed():
+    first, second, other = load_digits_split(seed=1), load_digits_split(seed=1), load_digits_split(seed=2)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    assert not torch.equal(first[1], other[1])
+
+
+def test_digits_cache_and_fresh_tensors():
+    data._digits_arrays.cache_clear()
+    x_train, *_ = load_digits_split()
+    x_train.zero_()
+    x_again, *_ = load_digits_split()
+    assert x_again.abs().sum() > 0  # mutating a returned tensor does not corrupt the cache
+    info = data._digits_arrays.cache_info()
+    assert info.misses == 1 and info.hits == 1
+    assert not data._digits_arrays()[0].flags.writeable
+
+
+def test_iris():
+    x, y = load_iris_tensors()
+    assert x.shape == (150, 4) and x.dtype == torch.float32
+    assert torch.equal(torch.bincount(y), torch.tensor([50, 50, 50]))
+    x64, _ = load_iris_tensors(dtype=torch.float64)
+    assert x64.dtype == torch.float64 and torch.allclose(x64[0], torch.tensor([5.1, 3.5, 1.4, 0.2], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("test_size", [0, 1, 1.5, -0.1, "0.2", True])
+def test_bad_test_size(test_size):
+    with pytest.raises(ValueError, match=r"test_size must be a float in \(0, 1\)"):
+        load_digits_split(test_size=test_size)
+
+
+def test_bad_dtype_and_seed():
+    with pytest.raises(TypeError, match=r"dtype must be a floating torch.dtype, got torch.int64"):
+        load_digits_split(dtype=torch.int64)
+    with pytest.raises(TypeError, match=r"dtype must be a floating torch.dtype"):
+        load_iris_tensors(dtype="float32")
+    with pytest.raises(TypeError, match=r"seed must be an int, got float"):
+        load_digits_split(seed=0.5)

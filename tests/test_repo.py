@@ -1,0 +1,40 @@
+"""Project-level promises: metadata, the two README commands, CI."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_torch_is_a_range_not_a_pin():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    deps = meta["project"]["dependencies"]
+    torch = [d for d in deps if re.match(r"torch\b", d)]
+    assert torch == ["torch>=2.1"], torch
+    reqs = [l.strip() for l in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert "torch>=2.1" in reqs and not any(l.startswith("torch==") for l in reqs)
+
+
+def test_readme_quickstart_has_the_two_commands_and_ci_uses_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Quickstart", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [l.split("#")[0].strip() for l in block.strip().splitlines()]
+    assert commands == ["make book", "make test"], commands
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, re.M), ci
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^book: setup$", makefile, re.M) and re.search(r"^test: setup$", makefile, re.M)
+
+
+def test_top_level_layout():
+    for name in ["book", "_config.yml", "_toc.yml", "labs", "solutions", "tests", "requirements.txt",
+                 "gradlab", "pyproject.toml", "README.md", "nbgrader_config.py", ".ci/run", "LICENSE"]:
+        assert (ROOT / name).exists(), name
+
+
+def test_package_does_not_import_book_or_labs():
+    for py in (ROOT / "gradlab").glob("*.py"):
+        text = py.read_text()
+        assert not re.search(r"^\s*(from|import)\s+(book|labs|solutions|tests)\b", text, re.M), py.name
