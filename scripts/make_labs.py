@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import shutil
 import subprocess
 import sys
@@ -80,10 +81,23 @@ def build_source(lab: str, root: Path = ROOT) -> Path:
     return out
 
 
+def venv_env() -> dict[str, str]:
+    """The environment with this interpreter's bin directory first on PATH: nbgrader's gradebook
+    runs the ``alembic`` executable, which lives there even when the venv is not activated."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def nbgrader(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run ``nbgrader <args>`` with this interpreter, from the course root ``root``."""
+    cmd = [sys.executable, "-m", "nbgrader", *args]
+    return subprocess.run(cmd, cwd=root, env=venv_env(), capture_output=True, text=True)
+
+
 def generate_assignment(lab: str, root: Path = ROOT) -> Path:
     """Run ``nbgrader generate_assignment`` from the course root and normalise the result."""
-    cmd = [sys.executable, "-m", "nbgrader", "generate_assignment", lab, "--force", "--log-level=WARN"]
-    result = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    result = nbgrader("generate_assignment", lab, "--force", "--log-level=WARN", root=root)
     if result.returncode != 0:
         sys.stderr.write(result.stdout + result.stderr)
         raise RuntimeError(f"nbgrader generate_assignment {lab} failed (exit {result.returncode})")
