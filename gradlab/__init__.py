@@ -59,3 +59,37 @@ __all__ = [
 # finite_diff / es / blackbox below this line, and extend __all__ with their names
 # (e.g. `__all__ += ["fd_grad", ...]`).
 # ----------------------------------------------------------------------------
+from . import blackbox, es, finite_diff
+from .blackbox import BlackboxGradientEstimator
+from .es import (
+    ES_grad,
+    ES_step,
+    ZeroOrderModule,
+    centered_ranks,
+    es_grad,
+    es_grad_model,
+    get_model_weights,
+    set_model_weights,
+    zero_order,
+)
+from .finite_diff import default_eps, fd_directional, fd_grad, forward_grad
+
+__all__ += [
+    "finite_diff",
+    "es",
+    "blackbox",
+    "fd_grad",
+    "fd_directional",
+    "forward_grad",
+    "default_eps",
+    "es_grad",
+    "es_grad_model",
+    "centered_ranks",
+    "zero_order",
+    "ZeroOrderModule",
+    "BlackboxGradientEstimator",
+    "get_model_weights",
+    "set_model_weights",
+    "ES_grad",
+    "ES_step",
+]
