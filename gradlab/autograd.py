@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import torch
 
+from .backprop import unbroadcast
+
 __all__ = ["MyReLU", "ReQU", "LinearFunction", "my_relu", "requ", "linear"]
 
 
@@ -35,16 +37,6 @@ def _check_float_tensor(value: Any, name: str) -> None:
             f"{name} must be a floating-point tensor (gradients need float32/float64), "
             f"got dtype {value.dtype}"
         )
-
-
-def _sum_to_shape(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Sum ``grad`` over the dimensions that broadcasting added to a tensor of ``shape``."""
-    while grad.dim() > len(shape):
-        grad = grad.sum(dim=0)
-    for dim, size in enumerate(shape):
-        if size == 1 and grad.shape[dim] != 1:
-            grad = grad.sum(dim=dim, keepdim=True)
-    return grad
 
 
 class MyReLU(torch.autograd.Function):
@@ -127,7 +119,7 @@ class LinearFunction(torch.autograd.Function):
             X = x.reshape(-1, in_features)
             grad_W = G.T @ X
         if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]:
-            grad_b = _sum_to_shape(grad_output, ctx.bias_shape)
+            grad_b = unbroadcast(grad_output, ctx.bias_shape)
         return grad_x, grad_W, grad_b
 
 
