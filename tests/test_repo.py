@@ -38,3 +38,23 @@ def test_package_does_not_import_book_or_labs():
     for py in (ROOT / "gradlab").glob("*.py"):
         text = py.read_text()
         assert not re.search(r"^\s*(from|import)\s+(book|labs|solutions|tests)\b", text, re.M), py.name
+
+
+# owner/name after "github.com/" (or Colab's "github/"), up to a slash, quote, backslash, space, ")" or "#".
+LINK = re.compile(r"github(?:\.com)?/([\w.-]+/[\w.-]+?)(?:\.git)?(?=[/\\\"'\s)#]|$)")
+
+
+def test_every_repository_link_matches_the_book_config():
+    """Colab badges, install cells and launch buttons must all point at one repository."""
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    owner_repo = url.split("github.com/", 1)[1].strip("/")
+    places = [ROOT / "README.md", *(ROOT / "book").rglob("*.md"), *(ROOT / "solutions").rglob("*.md"),
+              *(ROOT / "scripts").glob("*.py"), *(ROOT / "labs").rglob("*.ipynb"), *(ROOT / "book").glob("*.ipynb")]
+    found = 0
+    for path in places:
+        for match in LINK.finditer(path.read_text()):
+            found += 1
+            assert match.group(1) == owner_repo, f"{path.relative_to(ROOT)} links to {match.group(1)}, not {owner_repo}"
+    assert found >= 10, found
