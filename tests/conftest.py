@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from bs4 import BeautifulSoup
 
 torch.set_num_threads(1)
 
@@ -26,6 +27,12 @@ def toc_files() -> list[str]:
     for part in toc.get("parts", []):
         files += [ch["file"] for ch in part["chapters"]]
     return files
+
+
+def soup(html: Path, page: str) -> BeautifulSoup:
+    path = html / f"{page}.html"
+    assert path.exists(), f"{page} has no HTML page"
+    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
 
 @pytest.fixture(scope="session")

@@ -10,18 +10,11 @@ import re
 from pathlib import Path
 
 import pytest
-from bs4 import BeautifulSoup
-from conftest import toc_files
+from conftest import soup, toc_files
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE_BUDGET_S = 120  # each page is written to run in well under a minute on 2 cores
 COLAB = "https://colab.research.google.com/github/gradlab/gradlab/blob/main/"
-
-
-def soup(html: Path, page: str) -> BeautifulSoup:
-    path = html / f"{page}.html"
-    assert path.exists(), f"{page} has no HTML page"
-    return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
 
 def test_every_toc_page_is_built(built):

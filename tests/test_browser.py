@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 from bs4 import BeautifulSoup
-from conftest import toc_files
+from conftest import soup, toc_files
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -50,7 +50,7 @@ def rendered_dom(chromium: str, page, profile) -> BeautifulSoup:
 def test_math_is_served_locally(built):
     pages_with_math = 0
     for page in toc_files():
-        doc = BeautifulSoup((built / f"{page}.html").read_text(encoding="utf-8"), "html.parser")
+        doc = soup(built, page)
         mathjax = [s["src"] for s in doc.find_all("script", src=True) if "mathjax" in s["src"].lower()]
         assert not any(src.startswith(("http:", "https:", "//")) for src in mathjax), (page, mathjax)
         if doc.select("span.math, div.math"):
@@ -61,7 +61,7 @@ def test_math_is_served_locally(built):
 
 @pytest.mark.parametrize("page", toc_files())
 def test_every_formula_is_typeset(built, chromium, tmp_path, page):
-    static = BeautifulSoup((built / f"{page}.html").read_text(encoding="utf-8"), "html.parser")
+    static = soup(built, page)
     formulas = len(static.select("span.math, div.math"))
     dom = rendered_dom(chromium, built / f"{page}.html", tmp_path / "profile")
     assert dom.select_one("article") is not None, f"{page}: no article in the rendered page"
