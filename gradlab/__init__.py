@@ -93,3 +93,33 @@ __all__ += [
     "ES_grad",
     "ES_step",
 ]
+
+# discrete variables: Gumbel, straight-through, REBAR, RELAX, Sinkhorn (issue 7)
+from . import discrete, relax
+from .discrete import (
+    REBAR,
+    RELAX,
+    GumbelSoftmaxEstimator,
+    StraightThroughEstimator,
+    gumbel_max,
+    gumbel_sinkhorn,
+    gumbel_softmax,
+    hungarian,
+    sinkhorn,
+    straight_through,
+)
+
+__all__ += [
+    "discrete",
+    "relax",
+    "gumbel_max",
+    "gumbel_softmax",
+    "straight_through",
+    "sinkhorn",
+    "gumbel_sinkhorn",
+    "hungarian",
+    "REBAR",
+    "RELAX",
+    "GumbelSoftmaxEstimator",
+    "StraightThroughEstimator",
+]

@@ -1,0 +1,331 @@
+r"""Gradient estimators for discrete distributions in the one estimator signature.
+
+Each estimator is an object with
+
+``per_sample_grads(f, make_dist, theta, *, num_samples, baseline=None, generator=None)``
+
+returning ``num_samples`` estimates of $\nabla_\theta\,\mathbb E_{b\sim p_\theta}[f(b)]$ stacked on
+dim 0, for ``make_dist(theta)`` a ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``
+(optionally wrapped in ``Independent``). All of them work on the distribution's logits
+$\lambda(\theta)$: they estimate $\nabla_\lambda$ per sample, then apply the chain rule
+$\nabla_\theta = (\partial\lambda/\partial\theta)^\top\nabla_\lambda$ to every sample at once.
+
+**REBAR / RELAX** (Tucker et al. 2017; Grathwohl et al. 2018). With $z = \lambda + \text{noise}$
+the continuous variable behind the sample, $b = H(z)$ (a threshold or an argmax), and
+$\tilde z \sim p(z \mid b)$ drawn by reparameterisation, for any differentiable control
+variate $c$
+
+.. math::
+
+    \hat g = \big[f(b) - c(\tilde z)\big]\,\nabla_\theta \log p_\theta(b)
+             + \nabla_\theta c(z) - \nabla_\theta c(\tilde z)
+
+is unbiased: $\mathbb E[\nabla c(z)] = \nabla\mathbb E[c(z)]$ (reparameterisation), and
+$\mathbb E[c(\tilde z)\nabla\log p(b)] + \mathbb E[\nabla c(\tilde z)] = \nabla\,\mathbb E_b\,\mathbb E_{\tilde z\mid b}[c(\tilde z)]
+= \nabla\mathbb E[c(z)]$ (score function for $b$, reparameterisation for $\tilde z$ given $b$),
+so the two correction terms cancel in expectation *whatever* $c$ is. REBAR takes
+$c(z) = \eta\, f(\sigma_\tau(z))$ with the relaxation $\sigma_\tau$; RELAX adds a learned
+$r_\phi(z)$. Their parameters are then tuned to minimise $\mathbb E\|\hat g\|^2$, which
+equals the variance plus the (fixed) squared gradient.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, OneHotCategorical
+
+from .discrete import (
+    BernoulliStraightThrough,
+    CategoricalStraightThrough,
+    check_float_tensor,
+    check_generator,
+    check_tau,
+    sample_gumbel,
+    uniform,
+)
+
+__all__ = ["REBAR", "RELAX", "GumbelSoftmaxEstimator", "StraightThroughEstimator", "discrete_logits"]
+
+
+# --------------------------------------------------------------------------- the distribution's logits
+def discrete_logits(dist: Distribution) -> Tuple[str, torch.Tensor]:
+    """``(kind, logits)`` of a Bernoulli / Categorical / OneHotCategorical (``Independent`` is unwrapped).
+
+    ``kind`` is ``"bernoulli"``, ``"categorical"`` (samples are indices) or ``"onehot"``.
+    Categorical logits come normalised (log-probabilities), as torch stores them.
+    """
+    base = dist.base_dist if isinstance(dist, Independent) else dist
+    if isinstance(base, Bernoulli):
+        return "bernoulli", base.logits
+    if isinstance(base, OneHotCategorical):
+        return "onehot", base.logits
+    if isinstance(base, Categorical):
+        return "categorical", base.logits
+    raise TypeError(
+        "make_dist(theta) must return a Bernoulli, Categorical or OneHotCategorical distribution "
+        f"(optionally Independent), got {type(dist).__name__}"
+    )
+
+
+def check_call(f: object, make_dist: object, theta: object, num_samples: object) -> torch.Tensor:
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    if not callable(make_dist):
+        raise TypeError(f"make_dist must be callable, got {type(make_dist).__name__}")
+    theta = check_float_tensor(theta, "theta")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    return theta
+
+
+def costs(f: Callable, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """``f(x)`` checked to be one cost per sample, shape ``(num_samples,)``."""
+    y = f(x)
+    if not isinstance(y, torch.Tensor) or y.shape != (num_samples,):
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"f must map a batch of {num_samples} samples to a tensor of shape ({num_samples},), got {got}")
+    return y
+
+
+def chain_to_theta(lam: torch.Tensor, theta: torch.Tensor, g_lam: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    r"""Per-sample $(\partial\lambda/\partial\theta)^\top g_i$ for a batch of $g_i$ (one vmapped backward pass)."""
+    if lam is theta:
+        return g_lam
+    (g,) = torch.autograd.grad(
+        lam, theta, grad_outputs=g_lam, is_grads_batched=True, create_graph=create_graph, allow_unused=True
+    )
+    return torch.zeros_like(g_lam[:1]).expand(g_lam.shape[0], *theta.shape) if g is None else g
+
+
+class DiscreteEstimator(nn.Module):
+    """Common frame: logits once, per-sample logits as a leaf, an estimate of grad wrt them, chain rule to theta."""
+
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def estimate(self, f, make_dist, theta, *, num_samples, generator=None, create_graph=False) -> torch.Tensor:
+        theta = check_call(f, make_dist, theta, num_samples)
+        generator = check_generator(generator)
+        with torch.enable_grad():
+            theta_leaf = theta.detach().requires_grad_(True)
+            kind, lam = discrete_logits(make_dist(theta_leaf))
+            lam_rep = lam.detach().expand(num_samples, *lam.shape).clone().requires_grad_(True)
+            g_lam = self.lambda_grads(f, kind, lam_rep, generator=generator, create_graph=create_graph)
+            g = chain_to_theta(lam, theta_leaf, g_lam, create_graph)
+        return g.reshape(num_samples, *theta.shape)
+
+    def per_sample_grads(
+        self,
+        f: Callable[[torch.Tensor], torch.Tensor],
+        make_dist: Callable[[torch.Tensor], Distribution],
+        theta: torch.Tensor,
+        *,
+        num_samples: int,
+        baseline: Optional[object] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """``num_samples`` estimates of the gradient of ``E f(b)``, shape ``(num_samples, *theta.shape)``."""
+        if baseline is not None:
+            raise ValueError(f"baseline must be None for {type(self).__name__}, got {baseline!r}")
+        return self.estimate(f, make_dist, theta, num_samples=num_samples, generator=generator).detach()
+
+
+def relax_sample(x: torch.Tensor, kind: str, tau) -> torch.Tensor:
+    r"""$\sigma(z/\tau)$ for Bernoulli variables, $\mathrm{softmax}(z/\tau)$ over the last dim otherwise."""
+    if kind == "bernoulli":
+        return torch.sigmoid(x / tau)
+    return torch.softmax(x / tau, dim=-1)
+
+
+def check_relaxable(kind: str, who: str) -> None:
+    if kind == "categorical":
+        raise ValueError(
+            f"{who} evaluates f on relaxed samples, which a Categorical's index samples cannot express: "
+            "use make_dist returning OneHotCategorical (f then receives one-hot vectors and simplex points)"
+        )
+
+
+# --------------------------------------------------------------------------- the relaxations' estimators
+class GumbelSoftmaxEstimator(DiscreteEstimator):
+    r"""Pathwise gradient of the *relaxed* objective $\mathbb E[f(\sigma_\tau(\lambda + \text{noise}))]$ (biased for the discrete one)."""
+
+    def __init__(self, tau: float = 0.5):
+        super().__init__()
+        self.tau = check_tau(tau)
+
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph):
+        check_relaxable(kind, "GumbelSoftmaxEstimator")
+        n = lam.shape[0]
+        if kind == "bernoulli":
+            u = uniform(lam.shape, like=lam, generator=generator)
+            z = lam + torch.log(u) - torch.log1p(-u)
+        else:
+            z = lam + sample_gumbel(lam.shape, like=lam, generator=generator)
+        (g,) = torch.autograd.grad(costs(f, relax_sample(z, kind, self.tau), n).sum(), lam, create_graph=create_graph)
+        return g
+
+
+class StraightThroughEstimator(DiscreteEstimator):
+    r"""Straight-through: $f$ at an exact sample $b$, backward as if $b$ were $p$ (``"identity"``) or the relaxation (``"gumbel"``)."""
+
+    def __init__(self, method: str = "identity", tau: float = 1.0):
+        super().__init__()
+        if method not in ("identity", "gumbel"):
+            raise ValueError(f"method must be 'identity' or 'gumbel', got {method!r}")
+        self.method = method
+        self.tau = check_tau(tau)
+
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph):
+        check_relaxable(kind, "StraightThroughEstimator")
+        n = lam.shape[0]
+        if kind == "bernoulli":
+            u = uniform(lam.shape, like=lam, generator=generator)
+            if self.method == "identity":
+                b = BernoulliStraightThrough.apply(torch.sigmoid(lam), u)
+            else:
+                soft = torch.sigmoid((lam + torch.log(u) - torch.log1p(-u)) / self.tau)
+                b = (soft > 0.5).to(soft.dtype) - soft.detach() + soft
+        else:
+            z = lam + sample_gumbel(lam.shape, like=lam, generator=generator)
+            if self.method == "identity":
+                b = CategoricalStraightThrough.apply(torch.softmax(lam, dim=-1), z.argmax(dim=-1))
+            else:
+                soft = torch.softmax(z / self.tau, dim=-1)
+                hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
+                b = hard - soft.detach() + soft
+        (g,) = torch.autograd.grad(costs(f, b, n).sum(), lam, create_graph=create_graph)
+        return g
+
+
+# --------------------------------------------------------------------------- REBAR and RELAX
+def sample_z_b_ztilde(kind: str, lam: torch.Tensor, generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""$z$, the hard sample $b$ as $f$ takes it, the score $\nabla_\lambda\log p(b)$, and $\tilde z \sim p(z\mid b)$.
+
+    Bernoulli ($z = \lambda + \operatorname{logit} u$, $b = \mathbb 1[z>0]$): given $b = 1$, $u$ is uniform on
+    $(1-p, 1)$, which gives $\tilde z = \operatorname{softplus}(\lambda + \log v) - \log(1 - v)$;
+    given $b = 0$ the mirror image, $\tilde z = -[\operatorname{softplus}(-\lambda + \log v) - \log(1 - v)]$.
+
+    Categorical ($z_k = \lambda_k + g_k$, $\lambda$ normalised, $b = \arg\max z$): given $b$, the maximum
+    $\tilde z_b = -\log(-\log v_b)$ is standard Gumbel and $\tilde z_k = -\log(-\log v_k\, e^{-\lambda_k} - \log v_b)$
+    for $k \ne b$ (Tucker et al. 2017, appendix), computed with ``logaddexp``.
+    """
+    u = uniform(lam.shape, like=lam, generator=generator)
+    v = uniform(lam.shape, like=lam, generator=generator)
+    if kind == "bernoulli":
+        z = lam + torch.log(u) - torch.log1p(-u)
+        b = (z.detach() > 0).to(lam.dtype)
+        s = 2.0 * b - 1.0
+        z_tilde = s * (F.softplus(s * lam + torch.log(v)) - torch.log1p(-v))
+        score = b - torch.sigmoid(lam.detach())
+        return z, b, score, z_tilde
+    lam = torch.log_softmax(lam, dim=-1)
+    z = lam - torch.log(-torch.log(u))
+    index = z.detach().argmax(dim=-1, keepdim=True)
+    onehot = torch.zeros_like(lam).scatter_(-1, index, 1.0)
+    log_e = torch.log(-torch.log(v))  # log of the standard exponential -log v
+    log_e_b = log_e.gather(-1, index)
+    z_others = -torch.logaddexp(log_e - lam, log_e_b)
+    z_tilde = torch.where(onehot.bool(), -log_e_b, z_others)
+    score = onehot - torch.softmax(lam.detach(), dim=-1)
+    b = onehot if kind == "onehot" else index.squeeze(-1)
+    return z, b, score, z_tilde
+
+
+class RELAX(DiscreteEstimator):
+    r"""RELAX (Grathwohl et al. 2018) with control variate $c(z) = \eta\, f(\sigma_\tau(z)) + r_\phi(z)$.
+
+    ``surrogate`` is $r_\phi$: a module mapping $z$ of shape ``(num_samples, *event)`` to
+    ``(num_samples,)`` (or ``(num_samples, 1)``). ``None`` builds a one-hidden-layer network
+    with ``hidden`` ELU units on the flattened $z$ (``num_inputs`` features; ``None`` infers them
+    at the first call, so call the estimator once before creating an optimizer over
+    its parameters). Its output layer starts at zero, so RELAX starts as REBAR.
+    ``rebar_term=False`` drops $\eta f(\sigma_\tau(z))$ ($f$ then need not accept relaxed inputs).
+    $\eta$ and $\log\tau$ are parameters, adapted with the rest by :meth:`grads_and_variance`.
+    The estimate is unbiased for every value of them.
+    """
+
+    def __init__(
+        self,
+        surrogate: Optional[nn.Module] = None,
+        *,
+        num_inputs: Optional[int] = None,
+        hidden: int = 16,
+        rebar_term: bool = True,
+        eta: float = 1.0,
+        tau: float = 0.5,
+    ):
+        super().__init__()
+        check_tau(tau)
+        if surrogate is None:
+            first = nn.Linear(num_inputs, hidden) if num_inputs is not None else nn.LazyLinear(hidden)
+            last = nn.Linear(hidden, 1)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            surrogate = nn.Sequential(nn.Flatten(), first, nn.ELU(), last)
+        elif not callable(surrogate):
+            raise TypeError(f"surrogate must be an nn.Module or callable, got {type(surrogate).__name__}")
+        self.surrogate = surrogate
+        self.rebar_term = bool(rebar_term)
+        self.eta = nn.Parameter(torch.tensor(float(eta)))
+        self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())
+
+    @property
+    def tau(self) -> torch.Tensor:
+        return self.log_tau.exp()
+
+    def control_variate(self, f: Callable, kind: str, z: torch.Tensor) -> torch.Tensor:
+        n = z.shape[0]
+        out = torch.zeros(n, dtype=z.dtype, device=z.device)
+        if self.rebar_term:
+            out = out + self.eta.to(z.dtype) * costs(f, relax_sample(z, kind, self.tau.to(z.dtype)), n)
+        if self.surrogate is not None:
+            param = next(iter(self.surrogate.parameters()), None) if isinstance(self.surrogate, nn.Module) else None
+            dtype = param.dtype if param is not None and not isinstance(param, nn.parameter.UninitializedParameter) else z.dtype
+            r = self.surrogate(z.to(dtype)).to(z.dtype)
+            out = out + r.reshape(n)
+        return out
+
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph):
+        if self.rebar_term:
+            check_relaxable(kind, type(self).__name__)
+        n = lam.shape[0]
+        z, b, score, z_tilde = sample_z_b_ztilde(kind, lam, generator)
+        f_b = costs(f, b, n).detach()
+        c_z = self.control_variate(f, kind, z)
+        c_tilde = self.control_variate(f, kind, z_tilde)
+        (g_c,) = torch.autograd.grad((c_z - c_tilde).sum(), lam, create_graph=create_graph)
+        weight = (f_b - c_tilde).reshape(n, *([1] * (lam.dim() - 1)))
+        g = weight * score + g_c
+        return g if create_graph else g.detach()
+
+    def grads_and_variance(
+        self, f, make_dist, theta, *, num_samples: int, generator: Optional[torch.Generator] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Per-sample estimates (detached) and $\frac1N\sum_i\|\hat g_i\|^2$, differentiable in the CV parameters.
+
+        Because $\hat g$ is unbiased for every parameter value, $\nabla_\phi\,\mathbb E\|\hat g\|^2
+        = \nabla_\phi \operatorname{Var}\hat g$: backpropagating this loss and stepping an optimizer
+        over ``self.parameters()`` is the variance adaptation of Tucker et al. and Grathwohl et al.
+        """
+        g = self.estimate(f, make_dist, theta, num_samples=num_samples, generator=generator, create_graph=True)
+        loss = g.reshape(num_samples, -1).pow(2).sum(dim=1).mean()
+        return g.detach(), loss
+
+    def adapt_step(self, optimizer: torch.optim.Optimizer, f, make_dist, theta, *, num_samples: int, generator=None):
+        """One variance-minimising step of ``optimizer`` (over this estimator's parameters); returns the estimates."""
+        g, loss = self.grads_and_variance(f, make_dist, theta, num_samples=num_samples, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return g
+
+
+class REBAR(RELAX):
+    r"""REBAR (Tucker et al. 2017): RELAX with $c(z) = \eta\, f(\sigma_\tau(z))$, learnable $\eta$ and $\log\tau$."""
+
+    def __init__(self, eta: float = 1.0, tau: float = 0.5):
+        super().__init__(surrogate=None, num_inputs=1, hidden=1, rebar_term=True, eta=eta, tau=tau)
+        self.surrogate = None
