@@ -12,7 +12,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 import torch
 
-__all__ = ["load_digits_split", "load_iris_tensors"]
+__all__ = ["load_digits_split", "load_binarized_digits", "load_iris_tensors"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -79,6 +79,29 @@ def load_digits_split(
         torch.tensor((x_test - mean) / std, dtype=dtype, device=device),
         torch.tensor(y_test, dtype=torch.int64, device=device),
     )
+
+
+def load_binarized_digits(
+    test_size: float = 0.25,
+    seed: int = 0,
+    threshold: float = 0.5,
+    device: Optional[Any] = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""The digits as binary images: pixel $= \mathbb 1[\text{intensity}/16 > \text{threshold}]$, split at random.
+
+    For latent-variable models with a Bernoulli likelihood. Returns ``(x_train, x_test)`` of
+    ``dtype`` with values in $\{0, 1\}$ and shape ``(n, 64)``; the split is fixed by ``seed``.
+    """
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
+        raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
+    _check_dtype(dtype)
+    x = torch.tensor(_digits_arrays()[0] / 16.0 > threshold, dtype=dtype, device=device)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+    num_test = int(round(test_size * len(x)))
+    return x[order[num_test:]], x[order[:num_test]]
 
 
 def load_iris_tensors(

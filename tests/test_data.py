@@ -75,3 +75,16 @@ def test_bad_dtype_and_seed():
         load_iris_tensors(dtype="float32")
     with pytest.raises(TypeError, match=r"seed must be an int, got float"):
         load_digits_split(seed=0.5)
+
+
+def test_binarized_digits_are_binary_disjoint_and_seeded():
+    from gradlab.data import load_binarized_digits
+
+    x_train, x_test = load_binarized_digits(test_size=0.2, seed=3)
+    assert x_train.shape[1] == 64 and len(x_train) + len(x_test) == 1797 and len(x_test) == 359
+    assert set(torch.cat([x_train, x_test]).unique().tolist()) == {0.0, 1.0}
+    again, _ = load_binarized_digits(test_size=0.2, seed=3)
+    assert torch.equal(x_train, again)
+    assert not torch.equal(x_train, load_binarized_digits(test_size=0.2, seed=4)[0])
+    with pytest.raises(ValueError, match="threshold"):
+        load_binarized_digits(threshold=1.5)
