@@ -1,0 +1,104 @@
+r"""The pathwise estimator (reparameterization trick).
+
+If $x = g(\lambda, \varepsilon)$ with noise $\varepsilon$ independent of the parameters
+$\lambda$ (``rsample``), then
+
+$$\nabla_\lambda \mathbb E[f(x)] = \mathbb E_\varepsilon\big[\nabla_\lambda f(g(\lambda,\varepsilon))\big],
+\qquad \hat g_n = J^\top \nabla_\lambda f\big(g(\lambda, \varepsilon_n)\big).$$
+
+Assumptions: $f$ differentiable (a.e., and its derivative integrable); $p$
+reparameterizable (``dist.has_rsample``). Unbiased. Cost per sample: one
+evaluation of $f$ and a share of one batched backward pass through $f$ and the
+sampler. Per-sample gradients come from ONE backward pass: the parameters are
+repeated once per sample, so ``f`` must treat the samples of a batch independently
+(no batch normalisation across samples).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import distributions as D
+
+from .distributions import (
+    check_distribution,
+    check_num_samples,
+    distribution_params,
+    draw,
+    evaluate_costs,
+    flatten_param_dict,
+    parameter_jacobian,
+    rebuild,
+    repeat_params,
+)
+
+__all__ = ["Pathwise", "check_rsample", "check_no_baseline"]
+
+
+def check_rsample(dist: D.Distribution) -> None:
+    if not dist.has_rsample:
+        raise ValueError(
+            f"estimator='pathwise' needs make_dist(theta) to be reparameterizable (has_rsample); "
+            f"{type(dist).__name__} is not: use estimator='score' or 'measure_valued'"
+        )
+
+
+def check_no_baseline(baseline: object, estimator: str) -> None:
+    if baseline is not None:
+        raise ValueError(f"baseline is only used by estimator='score', not by estimator={estimator!r}")
+
+
+def check_differentiable(values: torch.Tensor, x: torch.Tensor) -> None:
+    if x.requires_grad and not values.requires_grad:
+        raise ValueError(
+            "estimator='pathwise' needs f to be differentiable: f(x) does not depend on x "
+            "through autograd (detached, NumPy or .item() inside f?)"
+        )
+
+
+class Pathwise:
+    """The pathwise estimator; registered as ``"pathwise"``."""
+
+    name = "pathwise"
+
+    def per_sample_grads(
+        self,
+        f: Callable,
+        make_dist: Callable,
+        theta: torch.Tensor,
+        *,
+        num_samples: int,
+        baseline: object = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        check_num_samples(num_samples)
+        check_no_baseline(baseline, self.name)
+        dist = check_distribution(make_dist(theta.detach()))
+        check_rsample(dist)
+        copies = repeat_params(distribution_params(dist), num_samples)
+        with torch.enable_grad():
+            x = draw(rebuild(dist, copies), (), generator=generator, reparameterized=True)
+            values = evaluate_costs(f, x, num_samples)
+            check_differentiable(values, x)
+            grads = torch.autograd.grad(values.sum(), list(copies.values()), allow_unused=True)
+        grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(copies.items(), grads)}
+        per_param = flatten_param_dict(grads, batch_dims=1)
+        return (per_param @ parameter_jacobian(make_dist, theta)).reshape(num_samples, *theta.shape)
+
+    def surrogate_loss(
+        self,
+        f: Callable,
+        dist: D.Distribution,
+        *,
+        num_samples: int,
+        baseline: object = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """$\\frac1N \\sum_n f(x_n)$ with $x_n$ from ``rsample``: its gradient is the pathwise estimate."""
+        check_num_samples(num_samples)
+        check_no_baseline(baseline, self.name)
+        check_rsample(dist)
+        x = draw(dist, (num_samples,), generator=generator, reparameterized=True)
+        values = evaluate_costs(f, x, num_samples)
+        check_differentiable(values, x)
+        return values.mean()

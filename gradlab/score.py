@@ -1,0 +1,136 @@
+r"""The score-function estimator (REINFORCE, likelihood ratio).
+
+$$\nabla_\theta \mathbb E_{p_\theta}[f(x)] = \mathbb E_{p_\theta}\big[f(x)\,\nabla_\theta\log p_\theta(x)\big]
+\quad\Rightarrow\quad \hat g_n = \big(f(x_n) - b_n\big)\,\nabla_\theta \log p_\theta(x_n).$$
+
+Assumptions: $p_\theta$ has a differentiable ``log_prob``; $f$ is any black box
+(never differentiated, may be discontinuous). Unbiased for every baseline of
+:mod:`gradlab.control_variates` except ``"optimal"``. Cost per sample: one
+evaluation of $f$ and a share of one batched backward pass through ``log_prob``.
+
+**Vectorized scores.** The per-sample scores with respect to the distribution's own
+parameters $\lambda$ come from ONE forward and ONE backward pass: the parameters are
+repeated once per sample (``repeat_params``), so the gradient of
+$\sum_n \log p(x_n;\lambda^{(n)})$ with respect to the copy $\lambda^{(n)}$ is
+$\nabla_\lambda \log p(x_n)$. The chain rule to $\theta$ is one matmul with the
+Jacobian $J = \partial\lambda/\partial\theta$. For a distribution whose parameters
+gradlab cannot read, ``torch.func.jacrev`` of the vector of per-sample log-probs
+with respect to $\theta$ is used instead.
+
+**Link with Chapter 3.** For $p_\theta = \mathcal N(\theta, \sigma^2 I)$ the score is
+$(x - \theta)/\sigma^2 = z/\sigma$ with $x = \theta + \sigma z$, so with the constant
+baseline $b = f(\theta)$ this estimator is exactly ES's ``"forward"`` method
+(:func:`gradlab.es_grad`, same numbers for the same generator); ES's ``"antithetic"``
+method is the average of the estimates at the coupled pair $z, -z$.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+from torch import distributions as D
+
+from .control_variates import ScoreBatch, resolve_baseline
+from .distributions import (
+    check_distribution,
+    check_num_samples,
+    distribution_params,
+    draw,
+    evaluate_costs,
+    flatten_param_dict,
+    parameter_jacobian,
+    rebuild,
+    repeat_params,
+)
+
+__all__ = ["ScoreFunction", "per_sample_scores", "check_log_prob"]
+
+
+def check_log_prob(dist: D.Distribution) -> None:
+    if type(dist).log_prob is D.Distribution.log_prob:
+        raise ValueError(
+            f"estimator='score' needs make_dist(theta) to have log_prob; {type(dist).__name__} has none"
+        )
+
+
+def per_sample_log_prob(dist: D.Distribution, x: torch.Tensor) -> torch.Tensor:
+    """$\\log p(x_n)$ summed over everything but the sample dim: shape (N,)."""
+    return dist.log_prob(x).reshape(x.shape[0], -1).sum(1)
+
+
+def per_sample_scores(
+    make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Scores $\\nabla_\\theta \\log p_\\theta(x_n)$ as an (N, D) tensor, and the Jacobian J (or None)."""
+    count = x.shape[0]
+    params = distribution_params(dist)
+    try:
+        copies = repeat_params(params, count)
+        with torch.enable_grad():
+            log_prob = per_sample_log_prob(rebuild(dist, copies), x)
+    except (TypeError, ValueError, RuntimeError):
+        copies = None
+    if not params or copies is None or not log_prob.requires_grad:
+        # gradlab cannot rebuild this distribution from its parameters: differentiate
+        # the (N,) vector of log-probs w.r.t. theta directly (N vector-Jacobian products).
+        def log_probs(th: torch.Tensor) -> torch.Tensor:
+            return per_sample_log_prob(make_dist(th), x)
+
+        return torch.func.jacrev(log_probs)(theta.detach()).reshape(count, -1), None
+    grads = torch.autograd.grad(log_prob.sum(), list(copies.values()), allow_unused=True)
+    grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(copies.items(), grads)}
+    jacobian = parameter_jacobian(make_dist, theta)
+    return flatten_param_dict(grads, batch_dims=1) @ jacobian, jacobian
+
+
+class ScoreFunction:
+    """The score-function estimator; registered as ``"score"``."""
+
+    name = "score"
+
+    def per_sample_grads(
+        self,
+        f: Callable,
+        make_dist: Callable,
+        theta: torch.Tensor,
+        *,
+        num_samples: int,
+        baseline: object = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        check_num_samples(num_samples)
+        control = resolve_baseline(baseline)
+        dist = check_distribution(make_dist(theta.detach()))
+        check_log_prob(dist)
+        x = draw(dist, (num_samples,), generator=generator)
+        with torch.no_grad():
+            values = evaluate_costs(f, x, num_samples)
+        scores, jacobian = per_sample_scores(make_dist, dist, theta, x)
+        batch = ScoreBatch(values, scores, x, dist, f, jacobian)
+        if getattr(control, "needs_jacobian", False) and jacobian is None:
+            raise ValueError(f"baseline {baseline!r} needs a distribution gradlab can read the parameters of")
+        grads = (values.unsqueeze(1) - control(batch)) * scores + control.correction(batch)
+        return grads.reshape(num_samples, *theta.shape)
+
+    def surrogate_loss(
+        self,
+        f: Callable,
+        dist: D.Distribution,
+        *,
+        num_samples: int,
+        baseline: object = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$."""
+        check_num_samples(num_samples)
+        control = resolve_baseline(baseline)
+        if control.per_coordinate:
+            raise ValueError(f"surrogate_loss does not support baseline={baseline!r} (one value per coordinate)")
+        check_log_prob(dist)
+        x = draw(dist, (num_samples,), generator=generator)
+        with torch.no_grad():
+            values = evaluate_costs(f, x, num_samples)
+        batch = ScoreBatch(values, None, x, dist, f, None)
+        weights = values - control(batch).squeeze(1)
+        term = (weights * per_sample_log_prob(dist, x)).mean() + control.surrogate_correction(batch)
+        return values.mean() + term - term.detach()
