@@ -93,3 +93,49 @@ __all__ += [
     "ES_grad",
     "ES_step",
 ]
+
+# gradients of expectations (issue 6): score function, pathwise, measure-valued, control variates
+from . import control_variates, distributions, expectation, measure_valued, pathwise, score
+from .control_variates import (
+    Baseline,
+    ConstantBaseline,
+    DeltaMethod,
+    EMABaseline,
+    LeaveOneOut,
+    OptimalBaseline,
+)
+from .distributions import per_sample
+from .expectation import (
+    ESTIMATORS,
+    exact_expectation_grad,
+    expectation_grad,
+    register_estimator,
+    surrogate_loss,
+)
+from .measure_valued import MeasureValued
+from .pathwise import Pathwise
+from .score import ScoreFunction
+
+__all__ += [
+    "expectation",
+    "distributions",
+    "score",
+    "pathwise",
+    "measure_valued",
+    "control_variates",
+    "expectation_grad",
+    "surrogate_loss",
+    "exact_expectation_grad",
+    "register_estimator",
+    "ESTIMATORS",
+    "per_sample",
+    "ScoreFunction",
+    "Pathwise",
+    "MeasureValued",
+    "Baseline",
+    "ConstantBaseline",
+    "EMABaseline",
+    "LeaveOneOut",
+    "OptimalBaseline",
+    "DeltaMethod",
+]

@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 Params = Dict[str, torch.Tensor]
+_SMALL_JACOBIAN = 8  # below this many parameters, the Jacobian is built row by row
 
 
 # =========================================================================== checks
@@ -187,15 +188,25 @@ def parameter_jacobian(
 ) -> torch.Tensor:
     r"""$J = \partial\lambda/\partial\theta$ of shape ``(P, theta.numel())``, $\lambda$ the flat parameters.
 
-    One call of ``make_dist`` and $P$ vector-Jacobian products batched with
-    ``torch.func.jacrev``; parameters that do not depend on ``theta`` give rows of zeros.
+    One call of ``make_dist`` and $P$ vector-Jacobian products (batched with vmap when
+    $P$ is large); parameters that do not depend on ``theta`` give rows of zeros.
     """
-
-    def flat(th: torch.Tensor) -> torch.Tensor:
-        return flatten_param_dict(distribution_params(make_dist(th)))
-
-    jac = torch.func.jacrev(flat)(theta.detach())
-    return jac.reshape(jac.shape[0], theta.numel())
+    leaf = theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        flat = flatten_param_dict(distribution_params(make_dist(leaf)))
+    jac = torch.zeros(flat.numel(), theta.numel(), dtype=flat.dtype, device=flat.device)
+    if not flat.requires_grad:
+        return jac
+    if flat.numel() <= _SMALL_JACOBIAN:
+        # A few plain backward passes cost less than setting up a vmapped one.
+        for row in range(flat.numel()):
+            (grad,) = torch.autograd.grad(flat[row], leaf, retain_graph=True, allow_unused=True)
+            if grad is not None:
+                jac[row] = grad.reshape(-1)
+        return jac
+    eye = torch.eye(flat.numel(), dtype=flat.dtype, device=flat.device)
+    (grad,) = torch.autograd.grad(flat, leaf, eye, is_grads_batched=True, allow_unused=True)
+    return jac if grad is None else grad.reshape(flat.numel(), -1)
 
 
 # =========================================================================== costs

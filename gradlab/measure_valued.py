@@ -92,7 +92,7 @@ def _replaced(f: Callable, x: torch.Tensor, coords: torch.Tensor, states: torch.
 
 def _chunks(coords: torch.Tensor, per_coord: int):
     size = max(1, _CHUNK_ELEMENTS // max(per_coord, 1))
-    return coords.split(size)
+    return coords.split(size) if coords.numel() else ()
 
 
 def measure_valued_param_grads(

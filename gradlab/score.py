@@ -14,8 +14,8 @@ repeated once per sample (``repeat_params``), so the gradient of
 $\sum_n \log p(x_n;\lambda^{(n)})$ with respect to the copy $\lambda^{(n)}$ is
 $\nabla_\lambda \log p(x_n)$. The chain rule to $\theta$ is one matmul with the
 Jacobian $J = \partial\lambda/\partial\theta$. For a distribution whose parameters
-gradlab cannot read, ``torch.func.jacrev`` of the vector of per-sample log-probs
-with respect to $\theta$ is used instead.
+gradlab cannot read, forward-mode AD gives the Jacobian of the vector of per-sample
+log-probs with respect to $\theta$ (one pass per coordinate of $\theta$).
 
 **Link with Chapter 3.** For $p_\theta = \mathcal N(\theta, \sigma^2 I)$ the score is
 $(x - \theta)/\sigma^2 = z/\sigma$ with $x = \theta + \sigma z$, so with the constant
@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import distributions as D
 
 from .control_variates import ScoreBatch, resolve_baseline
@@ -58,6 +59,26 @@ def per_sample_log_prob(dist: D.Distribution, x: torch.Tensor) -> torch.Tensor:
     return dist.log_prob(x).reshape(x.shape[0], -1).sum(1)
 
 
+def log_prob_jacobian(make_dist: Callable, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(N, D) Jacobian of the per-sample log-probs w.r.t. theta by forward-mode AD.
+
+    The fallback for distributions gradlab cannot rebuild from their parameters: one
+    forward pass over all samples per coordinate of theta (a loop over coordinates,
+    not samples; reverse mode would need N backward passes).
+    """
+    flat = theta.detach().reshape(-1)
+    columns = []
+    with torch.no_grad():
+        for j in range(flat.numel()):
+            with fwAD.dual_level():
+                tangent = torch.zeros_like(flat)
+                tangent[j] = 1.0
+                dual = fwAD.make_dual(flat, tangent).reshape(theta.shape)
+                out = per_sample_log_prob(make_dist(dual), x)
+                columns.append(fwAD.unpack_dual(out).tangent)
+    return torch.stack(columns, dim=1)
+
+
 def per_sample_scores(
     make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -71,12 +92,7 @@ def per_sample_scores(
     except (TypeError, ValueError, RuntimeError):
         copies = None
     if not params or copies is None or not log_prob.requires_grad:
-        # gradlab cannot rebuild this distribution from its parameters: differentiate
-        # the (N,) vector of log-probs w.r.t. theta directly (N vector-Jacobian products).
-        def log_probs(th: torch.Tensor) -> torch.Tensor:
-            return per_sample_log_prob(make_dist(th), x)
-
-        return torch.func.jacrev(log_probs)(theta.detach()).reshape(count, -1), None
+        return log_prob_jacobian(make_dist, theta, x), None
     grads = torch.autograd.grad(log_prob.sum(), list(copies.values()), allow_unused=True)
     grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(copies.items(), grads)}
     jacobian = parameter_jacobian(make_dist, theta)
