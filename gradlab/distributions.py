@@ -37,6 +37,7 @@ __all__ = [
     "evaluate_costs",
     "per_sample",
     "unwrap_independent",
+    "Estimator",
 ]
 
 Params = Dict[str, torch.Tensor]
@@ -242,3 +243,62 @@ def per_sample(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Ten
         return evaluate_batch(f, x)
 
     return batched
+
+
+# =========================================================================== estimator protocol
+class Estimator:
+    """Base of gradlab's estimators: the one signature, its checks, and the reshape to theta.
+
+    A subclass sets ``name`` (and ``uses_baseline``), may override ``check(dist)`` and
+    implements ``grads(f, make_dist, dist, theta, num_samples, baseline, generator)``
+    (an (N, D) tensor) and ``surrogate(f, dist, num_samples, baseline, generator)``.
+    Any object with a ``per_sample_grads`` method of this signature is an estimator too.
+    """
+
+    name = ""
+    uses_baseline = False
+
+    def check(self, dist: D.Distribution) -> None:
+        """Raise ValueError if this estimator cannot handle ``dist``."""
+
+    def _check_common(self, num_samples: object, baseline: object) -> None:
+        check_num_samples(num_samples)
+        if baseline is not None and not self.uses_baseline:
+            raise ValueError(f"baseline is only used by estimator='score', not by estimator={self.name!r}")
+
+    def per_sample_grads(
+        self,
+        f: Callable,
+        make_dist: Callable[[torch.Tensor], D.Distribution],
+        theta: torch.Tensor,
+        *,
+        num_samples: int,
+        baseline: object = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """Per-sample estimates, shape ``(num_samples, *theta.shape)``."""
+        self._check_common(num_samples, baseline)
+        dist = check_distribution(make_dist(theta.detach()))
+        self.check(dist)
+        grads = self.grads(f, make_dist, dist, theta, num_samples, baseline, generator)
+        return grads.reshape(num_samples, *theta.shape)
+
+    def surrogate_loss(
+        self,
+        f: Callable,
+        dist: D.Distribution,
+        *,
+        num_samples: int,
+        baseline: object = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """A scalar whose gradient w.r.t. what ``dist`` was built from is the mean estimate."""
+        self._check_common(num_samples, baseline)
+        self.check(check_distribution(dist, "dist"))
+        return self.surrogate(f, dist, num_samples, baseline, generator)
+
+    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
+        raise NotImplementedError

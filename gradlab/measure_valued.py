@@ -37,8 +37,7 @@ import torch
 from torch import distributions as D
 
 from .distributions import (
-    check_distribution,
-    check_num_samples,
+    Estimator,
     distribution_params,
     draw,
     evaluate_costs,
@@ -46,7 +45,6 @@ from .distributions import (
     parameter_jacobian,
     unwrap_independent,
 )
-from .pathwise import check_no_baseline
 
 __all__ = ["MeasureValued", "SUPPORTED", "measure_valued_param_grads", "weibull", "double_sided_maxwell"]
 
@@ -154,43 +152,23 @@ def measure_valued_param_grads(
     return grads
 
 
-class MeasureValued:
+class MeasureValued(Estimator):
     """The measure-valued estimator; registered as ``"measure_valued"``."""
 
     name = "measure_valued"
 
-    def per_sample_grads(
-        self,
-        f: Callable,
-        make_dist: Callable,
-        theta: torch.Tensor,
-        *,
-        num_samples: int,
-        baseline: object = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        check_num_samples(num_samples)
-        check_no_baseline(baseline, self.name)
-        dist = check_distribution(make_dist(theta.detach()))
+    def check(self, dist: D.Distribution) -> None:
         check_supported(dist)
+
+    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
         jacobian = parameter_jacobian(make_dist, theta)
         needed = jacobian.abs().sum(1) > 0
         with torch.no_grad():
             grads = measure_valued_param_grads(f, dist, num_samples, generator=generator, needed=needed)
-        return (grads.to(jacobian.dtype) @ jacobian).reshape(num_samples, *theta.shape)
+        return grads.to(jacobian.dtype) @ jacobian
 
-    def surrogate_loss(
-        self,
-        f: Callable,
-        dist: D.Distribution,
-        *,
-        num_samples: int,
-        baseline: object = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        """$\\sum_i \\lambda_i\\,\\operatorname{stop}(\\bar g_i)$ (value shifted to 0): its gradient is the estimate."""
-        check_num_samples(num_samples)
-        check_no_baseline(baseline, self.name)
+    def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
+        r"""$\sum_i \lambda_i\,\operatorname{stop}(\bar g_i)$ (value shifted to 0): its gradient is the estimate."""
         with torch.no_grad():
             mean = measure_valued_param_grads(f, dist, num_samples, generator=generator).mean(0)
         flat = flatten_param_dict(distribution_params(dist))

@@ -15,14 +15,11 @@ repeated once per sample, so ``f`` must treat the samples of a batch independent
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
-
 import torch
 from torch import distributions as D
 
 from .distributions import (
-    check_distribution,
-    check_num_samples,
+    Estimator,
     distribution_params,
     draw,
     evaluate_costs,
@@ -32,7 +29,7 @@ from .distributions import (
     repeat_params,
 )
 
-__all__ = ["Pathwise", "check_rsample", "check_no_baseline"]
+__all__ = ["Pathwise", "check_rsample", "check_differentiable"]
 
 
 def check_rsample(dist: D.Distribution) -> None:
@@ -43,11 +40,6 @@ def check_rsample(dist: D.Distribution) -> None:
         )
 
 
-def check_no_baseline(baseline: object, estimator: str) -> None:
-    if baseline is not None:
-        raise ValueError(f"baseline is only used by estimator='score', not by estimator={estimator!r}")
-
-
 def check_differentiable(values: torch.Tensor, x: torch.Tensor) -> None:
     if x.requires_grad and not values.requires_grad:
         raise ValueError(
@@ -56,25 +48,15 @@ def check_differentiable(values: torch.Tensor, x: torch.Tensor) -> None:
         )
 
 
-class Pathwise:
+class Pathwise(Estimator):
     """The pathwise estimator; registered as ``"pathwise"``."""
 
     name = "pathwise"
 
-    def per_sample_grads(
-        self,
-        f: Callable,
-        make_dist: Callable,
-        theta: torch.Tensor,
-        *,
-        num_samples: int,
-        baseline: object = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        check_num_samples(num_samples)
-        check_no_baseline(baseline, self.name)
-        dist = check_distribution(make_dist(theta.detach()))
+    def check(self, dist: D.Distribution) -> None:
         check_rsample(dist)
+
+    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
         copies = repeat_params(distribution_params(dist), num_samples)
         with torch.enable_grad():
             x = draw(rebuild(dist, copies), (), generator=generator, reparameterized=True)
@@ -82,22 +64,10 @@ class Pathwise:
             check_differentiable(values, x)
             grads = torch.autograd.grad(values.sum(), list(copies.values()), allow_unused=True)
         grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(copies.items(), grads)}
-        per_param = flatten_param_dict(grads, batch_dims=1)
-        return (per_param @ parameter_jacobian(make_dist, theta)).reshape(num_samples, *theta.shape)
+        return flatten_param_dict(grads, batch_dims=1) @ parameter_jacobian(make_dist, theta)
 
-    def surrogate_loss(
-        self,
-        f: Callable,
-        dist: D.Distribution,
-        *,
-        num_samples: int,
-        baseline: object = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        """$\\frac1N \\sum_n f(x_n)$ with $x_n$ from ``rsample``: its gradient is the pathwise estimate."""
-        check_num_samples(num_samples)
-        check_no_baseline(baseline, self.name)
-        check_rsample(dist)
+    def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
+        r"""$\frac1N \sum_n f(x_n)$ with $x_n$ from ``rsample``: its gradient is the pathwise estimate."""
         x = draw(dist, (num_samples,), generator=generator, reparameterized=True)
         values = evaluate_costs(f, x, num_samples)
         check_differentiable(values, x)

@@ -33,8 +33,7 @@ from torch import distributions as D
 
 from .control_variates import ScoreBatch, resolve_baseline
 from .distributions import (
-    check_distribution,
-    check_num_samples,
+    Estimator,
     distribution_params,
     draw,
     evaluate_costs,
@@ -55,7 +54,7 @@ def check_log_prob(dist: D.Distribution) -> None:
 
 
 def per_sample_log_prob(dist: D.Distribution, x: torch.Tensor) -> torch.Tensor:
-    """$\\log p(x_n)$ summed over everything but the sample dim: shape (N,)."""
+    r"""$\log p(x_n)$ summed over everything but the sample dim: shape (N,)."""
     return dist.log_prob(x).reshape(x.shape[0], -1).sum(1)
 
 
@@ -99,50 +98,31 @@ def per_sample_scores(
     return flatten_param_dict(grads, batch_dims=1) @ jacobian, jacobian
 
 
-class ScoreFunction:
+class ScoreFunction(Estimator):
     """The score-function estimator; registered as ``"score"``."""
 
     name = "score"
+    uses_baseline = True
 
-    def per_sample_grads(
-        self,
-        f: Callable,
-        make_dist: Callable,
-        theta: torch.Tensor,
-        *,
-        num_samples: int,
-        baseline: object = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        check_num_samples(num_samples)
-        control = resolve_baseline(baseline)
-        dist = check_distribution(make_dist(theta.detach()))
+    def check(self, dist: D.Distribution) -> None:
         check_log_prob(dist)
+
+    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
+        control = resolve_baseline(baseline)
         x = draw(dist, (num_samples,), generator=generator)
         with torch.no_grad():
             values = evaluate_costs(f, x, num_samples)
         scores, jacobian = per_sample_scores(make_dist, dist, theta, x)
-        batch = ScoreBatch(values, scores, x, dist, f, jacobian)
         if getattr(control, "needs_jacobian", False) and jacobian is None:
             raise ValueError(f"baseline {baseline!r} needs a distribution gradlab can read the parameters of")
-        grads = (values.unsqueeze(1) - control(batch)) * scores + control.correction(batch)
-        return grads.reshape(num_samples, *theta.shape)
+        batch = ScoreBatch(values, scores, x, dist, f, jacobian)
+        return (values.unsqueeze(1) - control(batch)) * scores + control.correction(batch)
 
-    def surrogate_loss(
-        self,
-        f: Callable,
-        dist: D.Distribution,
-        *,
-        num_samples: int,
-        baseline: object = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
+    def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
         r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$."""
-        check_num_samples(num_samples)
         control = resolve_baseline(baseline)
         if control.per_coordinate:
             raise ValueError(f"surrogate_loss does not support baseline={baseline!r} (one value per coordinate)")
-        check_log_prob(dist)
         x = draw(dist, (num_samples,), generator=generator)
         with torch.no_grad():
             values = evaluate_costs(f, x, num_samples)
