@@ -12,7 +12,7 @@ or any object with the method ``per_sample_grads`` of the same signature.
 
 | name | estimator | distributions | $f$ | unbiased | evaluations of $f$ per sample |
 |---|---|---|---|---|---|
-| ``"score"`` | :class:`~gradlab.score.ScoreFunction` | any with ``log_prob`` | black box | yes (but ``baseline="optimal"``) | 1 |
+| ``"score"`` | :class:`~gradlab.score.ScoreFunction` | any with ``log_prob`` | black box | yes, except with ``baseline="optimal"`` | 1 (``"delta"``: +1 and one backward per batch) |
 | ``"pathwise"`` | :class:`~gradlab.pathwise.Pathwise` | ``has_rsample`` | differentiable | yes | 1 (+ backward) |
 | ``"measure_valued"`` | :class:`~gradlab.measure_valued.MeasureValued` | Normal, Bernoulli, Categorical, products | black box | yes | 2 per Normal/Bernoulli parameter, K per Categorical coordinate |
 
@@ -103,7 +103,7 @@ def expectation_grad(
             or an object with ``per_sample_grads`` of this signature.
         num_samples: $N \ge 1$ (``baseline="rloo"`` needs $N \ge 2$).
         baseline: score function only: ``None``, a number, ``"rloo"``, ``"optimal"``,
-            ``"delta"`` or a :class:`gradlab.control_variates.Baseline` (e.g. an
+            ``"optimal_loo"``, ``"delta"`` or a :class:`gradlab.control_variates.Baseline` (e.g. an
             :class:`~gradlab.control_variates.EMABaseline`).
         generator: ``torch.Generator``; the same state gives the same numbers.
 
