@@ -33,6 +33,7 @@ __all__ = [
     "rebuild",
     "repeat_params",
     "flatten_param_dict",
+    "per_sample_param_grads",
     "parameter_jacobian",
     "evaluate_costs",
     "per_sample",
@@ -175,6 +176,13 @@ def repeat_params(params: Params, num_samples: int) -> Params:
         k: v.detach().unsqueeze(0).repeat(num_samples, *([1] * v.dim())).requires_grad_(True)
         for k, v in params.items()
     }
+
+
+def per_sample_param_grads(total: torch.Tensor, copies: Params) -> torch.Tensor:
+    """Gradient of a sum of per-sample terms w.r.t. the per-sample copies (:func:`repeat_params`): (N, P)."""
+    grads = torch.autograd.grad(total, list(copies.values()), allow_unused=True)
+    grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(copies.items(), grads)}
+    return flatten_param_dict(grads, batch_dims=1)
 
 
 def flatten_param_dict(params: Params, batch_dims: int = 0) -> torch.Tensor:

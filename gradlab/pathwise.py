@@ -23,8 +23,8 @@ from .distributions import (
     distribution_params,
     draw,
     evaluate_costs,
-    flatten_param_dict,
     parameter_jacobian,
+    per_sample_param_grads,
     rebuild,
     repeat_params,
 )
@@ -62,9 +62,8 @@ class Pathwise(Estimator):
             x = draw(rebuild(dist, copies), (), generator=generator, reparameterized=True)
             values = evaluate_costs(f, x, num_samples)
             check_differentiable(values, x)
-            grads = torch.autograd.grad(values.sum(), list(copies.values()), allow_unused=True)
-        grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(copies.items(), grads)}
-        return flatten_param_dict(grads, batch_dims=1) @ parameter_jacobian(make_dist, theta)
+            per_param = per_sample_param_grads(values.sum(), copies)
+        return per_param @ parameter_jacobian(make_dist, theta)
 
     def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
         r"""$\frac1N \sum_n f(x_n)$ with $x_n$ from ``rsample``: its gradient is the pathwise estimate."""

@@ -37,8 +37,8 @@ from .distributions import (
     distribution_params,
     draw,
     evaluate_costs,
-    flatten_param_dict,
     parameter_jacobian,
+    per_sample_param_grads,
     rebuild,
     repeat_params,
 )
@@ -92,10 +92,8 @@ def per_sample_scores(
         copies = None
     if not params or copies is None or not log_prob.requires_grad:
         return log_prob_jacobian(make_dist, theta, x), None
-    grads = torch.autograd.grad(log_prob.sum(), list(copies.values()), allow_unused=True)
-    grads = {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(copies.items(), grads)}
     jacobian = parameter_jacobian(make_dist, theta)
-    return flatten_param_dict(grads, batch_dims=1) @ jacobian, jacobian
+    return per_sample_param_grads(log_prob.sum(), copies) @ jacobian, jacobian
 
 
 class ScoreFunction(Estimator):
