@@ -8,13 +8,14 @@ Exact gradients:
     reverse-mode engine).
 Zeroth-order estimators (gradients from function values):
     :mod:`gradlab.finite_diff` (finite differences, forward gradients),
-    :mod:`gradlab.es` (the evolution-strategies point estimator ``es_grad``),
+    :mod:`gradlab.es` (evolution strategies: the family's theory and every name
+    of its modules), :mod:`gradlab.es_point` (the point estimator ``es_grad``),
     :mod:`gradlab.es_population` (``es_grad_model``: ES for all parameters of a
     model, with the Sequential fast path in :mod:`gradlab.es_fastpath`),
     :mod:`gradlab.es_autograd` (TorchOpt-style ``zero_order`` and
     ``ZeroOrderModule``), :mod:`gradlab.es_lab` (the lab's ``ES_grad`` /
-    ``ES_step``), :mod:`gradlab.blackbox` (a black-box regularizer by the score
-    function) and :mod:`gradlab.noise` (noise sources).
+    ``ES_step``), :mod:`gradlab.noise` (noise sources) and
+    :mod:`gradlab.blackbox` (a black-box regularizer by the score function).
 Shared helpers:
     :mod:`gradlab.checks` (input validation), :mod:`gradlab.batch` (evaluate a
     function on a batch of points), :mod:`gradlab.params` (flatten parameters),
@@ -33,6 +34,7 @@ from . import (
     es_autograd,
     es_fastpath,
     es_lab,
+    es_point,
     es_population,
     finite_diff,
     nn,
@@ -45,10 +47,17 @@ from .batch import evaluate_batch
 from .blackbox import BlackboxGradientEstimator
 from .compare import compare_gradients, cosine_similarity, relative_error, sign_agreement
 from .data import load_digits_split, load_iris_tensors
-from .es import centered_ranks, es_grad
-from .es_autograd import ZeroOrderModule, zero_order
-from .es_lab import ES_grad, ES_step, get_model_weights, set_model_weights
-from .es_population import es_grad_model
+from .es import (
+    ES_grad,
+    ES_step,
+    ZeroOrderModule,
+    centered_ranks,
+    es_grad,
+    es_grad_model,
+    get_model_weights,
+    set_model_weights,
+    zero_order,
+)
 from .finite_diff import default_eps, fd_directional, fd_grad, forward_grad
 from .params import (
     assign_grads,
@@ -76,6 +85,7 @@ __all__ = [
     "es_autograd",
     "es_fastpath",
     "es_lab",
+    "es_point",
     "es_population",
     "finite_diff",
     "nn",

@@ -26,7 +26,7 @@ from .checks import (
     check_sigma,
     check_tensor,
 )
-from .es import check_method, es_weights
+from .es_point import check_method, es_weights
 from .es_fastpath import NoiseLayout, Workspace, fast_losses, fast_plan, fast_reduce
 from .noise import draw_noise, noise_source
 from .params import flatten_params, unflatten_params

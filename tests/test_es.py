@@ -10,10 +10,17 @@ from torch import nn
 
 import gradlab.nn as gnn
 from gradlab.compare import cosine_similarity
-from gradlab.es import centered_ranks, es_grad
-from gradlab.es_autograd import ZeroOrderModule, zero_order
-from gradlab.es_lab import ES_grad, ES_step, get_model_weights, set_model_weights
-from gradlab.es_population import es_grad_model
+from gradlab.es import (
+    ES_grad,
+    ES_step,
+    ZeroOrderModule,
+    centered_ranks,
+    es_grad,
+    es_grad_model,
+    get_model_weights,
+    set_model_weights,
+    zero_order,
+)
 from gradlab.params import flatten_grads, flatten_params, unflatten_params
 
 METHODS = ["naive", "forward", "antithetic"]
