@@ -16,6 +16,12 @@ Zeroth-order estimators (gradients from function values):
     ``ZeroOrderModule``), :mod:`gradlab.es_lab` (the lab's ``ES_grad`` /
     ``ES_step``), :mod:`gradlab.noise` (noise sources) and
     :mod:`gradlab.blackbox` (a black-box regularizer by the score function).
+Gradients of expectations (one signature, :func:`gradlab.expectation_grad`):
+    :mod:`gradlab.expectation` (the signature, the registry, ``surrogate_loss``,
+    ``exact_expectation_grad``), :mod:`gradlab.score` (score function / REINFORCE),
+    :mod:`gradlab.pathwise` (reparameterization), :mod:`gradlab.measure_valued`
+    (weak derivatives), :mod:`gradlab.control_variates` (baselines) and
+    :mod:`gradlab.distributions` (their shared sampling and parameter plumbing).
 Shared helpers:
     :mod:`gradlab.checks` (input validation), :mod:`gradlab.batch` (evaluate a
     function on a batch of points), :mod:`gradlab.params` (flatten parameters),

@@ -13,8 +13,9 @@ This module holds what all estimators share: drawing samples from any
 ``torch.distributions`` object with an explicit ``torch.Generator``, reading and
 rebuilding a distribution's parameters (:func:`distribution_params`,
 :func:`rebuild`, :func:`repeat_params`), the Jacobian :func:`parameter_jacobian`,
-evaluating a batched cost (:func:`evaluate_costs`, :func:`per_sample`) and input
-checks.
+evaluating a batched cost (:func:`evaluate_costs`, :func:`per_sample`, which uses
+:func:`gradlab.batch.evaluate_batch`), input checks (built on :mod:`gradlab.checks`) and
+the base class :class:`Estimator` of the one signature.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import distributions as D
 
-from .finite_diff import evaluate_batch
+from .batch import evaluate_batch
+from .checks import check_count, check_finite
 
 __all__ = [
     "check_num_samples",
@@ -46,13 +48,9 @@ _SMALL_JACOBIAN = 8  # below this many parameters, the Jacobian is built row by 
 
 
 # =========================================================================== checks
-def check_num_samples(num_samples: object, minimum: int = 1) -> int:
-    """``num_samples`` as an int ``>= minimum``; TypeError/ValueError naming it otherwise."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-        raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__}")
-    if num_samples < minimum:
-        raise ValueError(f"num_samples must be >= {minimum}, got {num_samples}")
-    return num_samples
+def check_num_samples(num_samples: object) -> int:
+    """``num_samples`` as an int ``>= 1``; TypeError/ValueError naming it otherwise."""
+    return check_count(num_samples, "num_samples")
 
 
 def check_distribution(dist: object, name: str = "make_dist(theta)") -> D.Distribution:
@@ -230,9 +228,7 @@ def evaluate_costs(f: Callable, x: torch.Tensor, num_samples: int, name: str = "
             f"shape ({num_samples},), got shape {tuple(values.shape)}; wrap a function of one "
             "sample with gradlab.per_sample(f)"
         )
-    bad = ~torch.isfinite(values.detach())
-    if bad.any():
-        raise ValueError(f"{name} returned {int(bad.sum())} non-finite values (NaN or inf) of {num_samples}")
+    check_finite(values.detach(), name, where="samples")
     return values
 
 
@@ -241,7 +237,7 @@ def per_sample(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Ten
 
     When the batch needs gradients (the pathwise estimator) the lifted function is
     ``torch.func.vmap(f)``; otherwise it is gradlab's batch evaluator
-    (:func:`gradlab.finite_diff.evaluate_batch`: vmap, or a loop for black boxes
+    (:func:`gradlab.batch.evaluate_batch`: vmap, or a loop for black boxes
     vmap cannot trace).
     """
 

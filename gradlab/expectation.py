@@ -27,6 +27,7 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import distributions as D
 
+from .checks import check_callable
 from .distributions import check_distribution, check_num_samples, unwrap_independent
 from .measure_valued import MeasureValued
 from .pathwise import Pathwise
@@ -110,6 +111,8 @@ def expectation_grad(
     Returns:
         Tensor of shape ``(num_samples, *theta.shape)``; ``.mean(0)`` is the estimate.
     """
+    check_callable(f, "f")
+    check_callable(make_dist, "make_dist")
     theta = _check_theta(theta)
     check_num_samples(num_samples)
     chosen = get_estimator(estimator)

@@ -151,6 +151,10 @@ def test_input_errors(name):
         expectation_grad(lambda x: quadratic(x) / 0.0, independent_normal, th, estimator=name, num_samples=4)
     with pytest.raises(TypeError, match="make_dist"):
         expectation_grad(quadratic, lambda t: t, th, estimator=name, num_samples=4)
+    with pytest.raises(TypeError, match="make_dist"):
+        expectation_grad(quadratic, None, th, estimator=name, num_samples=4)
+    with pytest.raises(TypeError, match="f must be callable"):
+        expectation_grad(3.0, independent_normal, th, estimator=name, num_samples=4)
     with pytest.raises(TypeError, match="theta"):
         expectation_grad(quadratic, independent_normal, [0.0, 1.0], estimator=name, num_samples=4)
     with pytest.raises(TypeError, match="theta"):
