@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
+
+from .checks import check_count, check_tensor
 
 __all__ = [
     "uniform",
@@ -43,17 +44,6 @@ Temperature = Union[float, torch.Tensor]
 
 
 # --------------------------------------------------------------------------- input checks
-def check_float_tensor(x: object, name: str) -> torch.Tensor:
-    """Raise TypeError unless ``x`` is a non-empty floating-point tensor; return it."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty")
-    return x
-
-
 def check_tau(tau: object, name: str = "tau") -> Temperature:
     """A temperature: a positive number or a tensor of positive numbers."""
     if isinstance(tau, torch.Tensor):
@@ -96,7 +86,7 @@ def gumbel_max(
     $\arg\max_k(\lambda_k + g_k)$ has $P(k) = \mathrm{softmax}(\lambda)_k$ over the last
     dimension of ``logits``. With ``num_samples`` the result gets a leading sample dimension.
     """
-    logits = check_float_tensor(logits, "logits")
+    logits = check_tensor(logits, "logits")
     generator = check_generator(generator)
     shape = logits.shape if num_samples is None else (num_samples, *logits.shape)
     return (logits + sample_gumbel(shape, like=logits, generator=generator)).argmax(dim=-1)
@@ -123,7 +113,7 @@ def gumbel_softmax(
     the gradient of the soft sample (ST-Gumbel-softmax). Finite for logits of any size:
     the noise is finite and softmax subtracts the maximum.
     """
-    logits = check_float_tensor(logits, "logits")
+    logits = check_tensor(logits, "logits")
     tau = check_tau(tau)
     generator = check_generator(generator)
     g = sample_gumbel(logits.shape, like=logits, generator=generator)
@@ -143,7 +133,7 @@ def binary_concrete(
     \mathrm{Bernoulli}(\sigma(\lambda))$, and the relaxed sample is $\sigma(z/\tau)$.
     ``hard=True`` returns $b$ with the gradient of $\sigma(z/\tau)$.
     """
-    logits = check_float_tensor(logits, "logits")
+    logits = check_tensor(logits, "logits")
     tau = check_tau(tau)
     generator = check_generator(generator)
     u = uniform(logits.shape, like=logits, generator=generator)
@@ -198,7 +188,7 @@ def straight_through(
     ``method="gumbel"``: backward differentiates the Gumbel-softmax / binary Concrete sample
     at temperature ``tau`` (ST-Gumbel-softmax, Jang et al. 2017).
     """
-    logits = check_float_tensor(logits, "logits")
+    logits = check_tensor(logits, "logits")
     generator = check_generator(generator)
     if dist not in ("bernoulli", "categorical"):
         raise ValueError(f"dist must be 'bernoulli' or 'categorical', got {dist!r}")
@@ -224,11 +214,10 @@ def sinkhorn(log_alpha: torch.Tensor, n_iters: int = 20, tau: Temperature = 1.0)
     As $\tau \to 0$, $S(X/\tau)$ tends to the permutation matrix that maximises
     $\langle P, X\rangle_F$ (Mena et al. 2018). Log space keeps it finite for any $\tau$.
     """
-    log_alpha = check_float_tensor(log_alpha, "log_alpha")
+    log_alpha = check_tensor(log_alpha, "log_alpha")
     if log_alpha.dim() < 2 or log_alpha.shape[-1] != log_alpha.shape[-2]:
         raise ValueError(f"log_alpha must have square matrices in its last two dims, got shape {tuple(log_alpha.shape)}")
-    if isinstance(n_iters, bool) or not isinstance(n_iters, int) or n_iters < 1:
-        raise ValueError(f"n_iters must be a positive int, got {n_iters!r}")
+    check_count(n_iters, "n_iters")
     tau = check_tau(tau)
     log_p = log_alpha / tau
     for _ in range(n_iters):  # iterations are sequential by nature
@@ -245,7 +234,7 @@ def hungarian(scores: torch.Tensor) -> torch.Tensor:
     """
     from scipy.optimize import linear_sum_assignment
 
-    scores = check_float_tensor(scores, "scores")
+    scores = check_tensor(scores, "scores")
     if scores.dim() < 2 or scores.shape[-1] != scores.shape[-2]:
         raise ValueError(f"scores must have square matrices in its last two dims, got shape {tuple(scores.shape)}")
     n = scores.shape[-1]
@@ -272,7 +261,7 @@ def gumbel_sinkhorn(
     With ``num_samples`` a leading sample dimension is added. ``hard=True`` returns the
     Hungarian permutation of $X + \epsilon$ with the gradient of the soft matrix (straight-through).
     """
-    log_alpha = check_float_tensor(log_alpha, "log_alpha")
+    log_alpha = check_tensor(log_alpha, "log_alpha")
     generator = check_generator(generator)
     shape = log_alpha.shape if num_samples is None else (num_samples, *log_alpha.shape)
     noisy = log_alpha + noise_factor * sample_gumbel(shape, like=log_alpha, generator=generator)

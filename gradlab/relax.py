@@ -35,17 +35,12 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, Categorical, Distribution, Independent, OneHotCategorical
+from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 
-from .discrete import (
-    BernoulliStraightThrough,
-    CategoricalStraightThrough,
-    check_float_tensor,
-    check_generator,
-    check_tau,
-    sample_gumbel,
-    uniform,
-)
+from .checks import check_callable, check_count, check_tensor
+from .discrete import BernoulliStraightThrough, CategoricalStraightThrough, check_generator, check_tau, sample_gumbel, uniform
+from .distributions import check_distribution, evaluate_costs, unwrap_independent
+from .expectation import register_estimator
 
 __all__ = ["REBAR", "RELAX", "GumbelSoftmaxEstimator", "StraightThroughEstimator", "discrete_logits"]
 
@@ -57,7 +52,7 @@ def discrete_logits(dist: Distribution) -> Tuple[str, torch.Tensor]:
     ``kind`` is ``"bernoulli"``, ``"categorical"`` (samples are indices) or ``"onehot"``.
     Categorical logits come normalised (log-probabilities), as torch stores them.
     """
-    base = dist.base_dist if isinstance(dist, Independent) else dist
+    base = unwrap_independent(check_distribution(dist))
     if isinstance(base, Bernoulli):
         return "bernoulli", base.logits
     if isinstance(base, OneHotCategorical):
@@ -71,23 +66,15 @@ def discrete_logits(dist: Distribution) -> Tuple[str, torch.Tensor]:
 
 
 def check_call(f: object, make_dist: object, theta: object, num_samples: object) -> torch.Tensor:
-    if not callable(f):
-        raise TypeError(f"f must be callable, got {type(f).__name__}")
-    if not callable(make_dist):
-        raise TypeError(f"make_dist must be callable, got {type(make_dist).__name__}")
-    theta = check_float_tensor(theta, "theta")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    return theta
+    check_callable(f, "f")
+    check_callable(make_dist, "make_dist")
+    check_count(num_samples, "num_samples")
+    return check_tensor(theta, "theta")
 
 
 def costs(f: Callable, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """``f(x)`` checked to be one cost per sample, shape ``(num_samples,)``."""
-    y = f(x)
-    if not isinstance(y, torch.Tensor) or y.shape != (num_samples,):
-        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-        raise ValueError(f"f must map a batch of {num_samples} samples to a tensor of shape ({num_samples},), got {got}")
-    return y
+    """``f(x)``, checked to be finite with one cost per sample, shape ``(num_samples,)``."""
+    return evaluate_costs(f, x, num_samples)
 
 
 def chain_to_theta(lam: torch.Tensor, theta: torch.Tensor, g_lam: torch.Tensor, create_graph: bool) -> torch.Tensor:
@@ -329,3 +316,7 @@ class REBAR(RELAX):
     def __init__(self, eta: float = 1.0, tau: float = 0.5):
         super().__init__(surrogate=None, num_inputs=1, hidden=1, rebar_term=True, eta=eta, tau=tau)
         self.surrogate = None
+
+
+register_estimator("gumbel_softmax", GumbelSoftmaxEstimator(0.5))
+register_estimator("straight_through", StraightThroughEstimator("identity"))

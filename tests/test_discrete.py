@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal, OneHotCategorical
 
+from gradlab.expectation import exact_expectation_grad, expectation_grad
 from gradlab.discrete import (
     REBAR,
     RELAX,
@@ -43,18 +44,13 @@ def assert_within_se(samples: torch.Tensor, target: torch.Tensor, k: float = 4.0
 
 # ---------------------------------------------------------------- exact gradients by enumeration
 def exact_grad(f, make_dist, theta: torch.Tensor) -> torch.Tensor:
-    r"""$\nabla_\theta \sum_b p_\theta(b) f(b)$ over the whole support (small problems only)."""
-    theta = theta.detach().clone().requires_grad_(True)
-    dist = make_dist(theta)
-    if isinstance(dist, Bernoulli):
-        d = dist.logits.shape[-1]
-        support = torch.tensor(list(itertools.product([0.0, 1.0], repeat=d)), dtype=theta.dtype)
-        log_p = dist.log_prob(support).sum(-1)
-    else:
-        support = dist.enumerate_support()
-        log_p = dist.log_prob(support)
-    (g,) = torch.autograd.grad((log_p.exp() * f(support)).sum(), theta)
-    return g
+    r"""$\nabla_\theta \sum_b p_\theta(b) f(b)$ by gradlab's enumeration; a OneHotCategorical goes through its indices."""
+    if isinstance(make_dist(theta), OneHotCategorical):
+        k = theta.shape[-1]
+        return exact_expectation_grad(
+            lambda idx: f(torch.nn.functional.one_hot(idx, k).to(theta.dtype)), lambda th: Categorical(logits=th), theta
+        )
+    return exact_expectation_grad(f, make_dist, theta)
 
 
 T = 0.45
@@ -248,7 +244,7 @@ def test_rebar_and_relax_are_unbiased(case, make_estimator):
     f, make_dist, theta = CASES[case]
     d = make_dist(theta).logits.shape[-1]
     est = make_estimator(d).double()
-    g = est.per_sample_grads(f, make_dist, theta, num_samples=20000, generator=gen(10))
+    g = expectation_grad(f, make_dist, theta, estimator=est, num_samples=20000, generator=gen(10))
     assert g.shape == (20000, *theta.shape)
     assert_within_se(g, exact_grad(f, make_dist, theta))
 
@@ -262,13 +258,6 @@ def test_relax_works_with_index_categoricals_without_the_rebar_term():
     assert_within_se(g, exact_grad(f, make_dist, theta))
 
 
-def reinforce(f, theta: torch.Tensor, n: int, generator) -> torch.Tensor:
-    """Plain REINFORCE for Bernoulli(logits=theta): f(b) (b - p)."""
-    p = torch.sigmoid(theta)
-    b = torch.bernoulli(p.expand(n, *theta.shape), generator=generator)
-    return f(b)[:, None] * (b - p)
-
-
 @pytest.mark.parametrize("make_estimator", [lambda: REBAR(), lambda: RELAX(num_inputs=3)], ids=["rebar", "relax"])
 def test_adapted_variance_is_below_reinforce_and_stays_unbiased(make_estimator):
     theta = torch.tensor([0.0, -0.5, 0.7], dtype=F64)
@@ -279,7 +268,7 @@ def test_adapted_variance_is_below_reinforce_and_stays_unbiased(make_estimator):
     for _ in range(150):
         est.adapt_step(opt, toy, bernoulli, theta, num_samples=16, generator=g_gen)
     g = est.per_sample_grads(toy, bernoulli, theta, num_samples=20000, generator=gen(14))
-    var_reinforce = reinforce(toy, theta, 20000, gen(15)).var(0).sum()
+    var_reinforce = expectation_grad(toy, bernoulli, theta, estimator="score", num_samples=20000, generator=gen(15)).var(0).sum()
     assert g.var(0).sum() < 0.5 * var_reinforce, (g.var(0).sum(), var_reinforce)
     assert g.var(0).sum() < before, "adaptation did not reduce the variance"
     assert_within_se(g, exact_grad(toy, bernoulli, theta))
@@ -348,3 +337,18 @@ def test_gumbel_sinkhorn_hard_samples_are_permutations_with_soft_gradients():
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="log_alpha"):
         sinkhorn(torch.randn(3, 4))
+
+
+def test_registered_names_and_the_exact_enumeration_agree():
+    """estimator="straight_through" / "gumbel_softmax" are registered; my enumeration for one-hot matches Categorical."""
+    theta = torch.tensor([0.0, -0.5, 2.0], dtype=F64)
+    a = expectation_grad(toy, bernoulli, theta, estimator="straight_through", num_samples=10, generator=gen(30))
+    b = StraightThroughEstimator().per_sample_grads(toy, bernoulli, theta, num_samples=10, generator=gen(30))
+    assert torch.equal(a, b)
+    g = expectation_grad(toy, bernoulli, theta, estimator="gumbel_softmax", num_samples=10, generator=gen(31))
+    assert g.shape == (10, 3) and torch.isfinite(g).all()
+    logits = torch.tensor([0.5, -1.0, 0.2, 0.0], dtype=F64)
+    p = torch.softmax(logits, 0)
+    values = (torch.eye(4, dtype=F64) @ W_CAT - 0.5) ** 2
+    direct = p * (values - (p * values).sum())  # d/dlogits of sum_k p_k v_k
+    torch.testing.assert_close(exact_grad(onehot_cost, lambda th: OneHotCategorical(logits=th), logits), direct)
