@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import statistics
 import sys
 import time
@@ -36,21 +34,8 @@ from gradlab.discrete import REBAR, RELAX, GumbelSoftmaxEstimator, StraightThrou
 from gradlab.expectation import expectation_grad  # noqa: E402
 from gradlab.latent import DiscreteVAE, PerItemSurrogate, bernoulli_logits  # noqa: E402
 
-
-def machine_description(threads: int) -> str:
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{model}, {os.cpu_count()} logical CPUs, no GPU, torch {torch.__version__} using {threads} thread(s), "
-        f"load average at start {load:.1f}"
-    )
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_es import machine_description  # noqa: E402  (one description of the machine for every benchmark)
 
 
 def median_time(fn, repeats: int) -> float:
@@ -177,7 +162,8 @@ def main() -> None:
     lines = [
         "# Discrete estimators on the discrete VAE: cost and variance per gradient estimate",
         "",
-        f"Measured {datetime.now():%Y-%m-%d %H:%M} on: {machine_description(args.threads)}. "
+        f"Measured {datetime.now():%Y-%m-%d %H:%M} on: {machine_description(args.threads)}, "
+        f"{'GPU present but unused' if torch.cuda.is_available() else 'no GPU'}. "
         f"Encoder logits of 64 binarized digits x 16 latents, {S} samples per estimate, float32; "
         f"median of {args.repeats} timed calls; variance over {args.variance_estimates} estimates; REBAR/RELAX "
         f"adapted for {args.adapt} steps first; the model was trained for {args.pretrain} Gumbel-softmax steps before. "

@@ -25,6 +25,8 @@ from .checks import check_count, check_tensor
 __all__ = [
     "uniform",
     "sample_gumbel",
+    "perturb",
+    "hard_with_soft_grad",
     "gumbel_max",
     "gumbel_softmax",
     "binary_concrete",
@@ -92,10 +94,24 @@ def gumbel_max(
     return (logits + sample_gumbel(shape, like=logits, generator=generator)).argmax(dim=-1)
 
 
-def _hard_from_soft(y_soft: torch.Tensor) -> torch.Tensor:
-    """One-hot of the argmax, carrying the gradient of ``y_soft`` (straight-through)."""
-    index = y_soft.argmax(dim=-1, keepdim=True)
-    y_hard = torch.zeros_like(y_soft).scatter_(-1, index, 1.0)
+def perturb(logits: torch.Tensor, kind: str, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""$z = \lambda + \text{noise}$ whose threshold / argmax is an exact sample.
+
+    ``kind="bernoulli"``: logistic noise $\log u - \log(1-u)$, and $\mathbb 1[z > 0]\sim\mathrm{Bernoulli}(\sigma(\lambda))$;
+    otherwise standard Gumbel noise on every entry, and $\arg\max z$ over the last dim is categorical.
+    """
+    if kind == "bernoulli":
+        u = uniform(logits.shape, like=logits, generator=generator)
+        return logits + torch.log(u) - torch.log1p(-u)
+    return logits + sample_gumbel(logits.shape, like=logits, generator=generator)
+
+
+def hard_with_soft_grad(y_soft: torch.Tensor, kind: str) -> torch.Tensor:
+    """The hard sample behind a relaxed one (a bit: ``y > 1/2``; a category: one-hot argmax), with ``y_soft``'s gradient."""
+    if kind == "bernoulli":
+        y_hard = (y_soft > 0.5).to(y_soft.dtype)
+    else:
+        y_hard = torch.zeros_like(y_soft).scatter_(-1, y_soft.argmax(dim=-1, keepdim=True), 1.0)
     return y_hard - y_soft.detach() + y_soft
 
 
@@ -116,9 +132,8 @@ def gumbel_softmax(
     logits = check_tensor(logits, "logits")
     tau = check_tau(tau)
     generator = check_generator(generator)
-    g = sample_gumbel(logits.shape, like=logits, generator=generator)
-    y_soft = torch.softmax((logits + g) / tau, dim=-1)
-    return _hard_from_soft(y_soft) if hard else y_soft
+    y_soft = torch.softmax(perturb(logits, "categorical", generator) / tau, dim=-1)
+    return hard_with_soft_grad(y_soft, "categorical") if hard else y_soft
 
 
 def binary_concrete(
@@ -136,11 +151,8 @@ def binary_concrete(
     logits = check_tensor(logits, "logits")
     tau = check_tau(tau)
     generator = check_generator(generator)
-    u = uniform(logits.shape, like=logits, generator=generator)
-    soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / tau)
-    if not hard:
-        return soft
-    return (soft > 0.5).to(soft.dtype) - soft.detach() + soft
+    soft = torch.sigmoid(perturb(logits, "bernoulli", generator) / tau)
+    return hard_with_soft_grad(soft, "bernoulli") if hard else soft
 
 
 # --------------------------------------------------------------------------- straight-through

@@ -38,7 +38,15 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
 
 from .checks import check_callable, check_count, check_tensor
-from .discrete import BernoulliStraightThrough, CategoricalStraightThrough, check_generator, check_tau, sample_gumbel, uniform
+from .discrete import (
+    BernoulliStraightThrough,
+    CategoricalStraightThrough,
+    check_generator,
+    check_tau,
+    hard_with_soft_grad,
+    perturb,
+    uniform,
+)
 from .distributions import check_distribution, evaluate_costs, unwrap_independent
 from .expectation import register_estimator
 
@@ -145,13 +153,8 @@ class GumbelSoftmaxEstimator(DiscreteEstimator):
 
     def lambda_grads(self, f, kind, lam, *, generator, create_graph):
         check_relaxable(kind, "GumbelSoftmaxEstimator")
-        n = lam.shape[0]
-        if kind == "bernoulli":
-            u = uniform(lam.shape, like=lam, generator=generator)
-            z = lam + torch.log(u) - torch.log1p(-u)
-        else:
-            z = lam + sample_gumbel(lam.shape, like=lam, generator=generator)
-        (g,) = torch.autograd.grad(costs(f, relax_sample(z, kind, self.tau), n).sum(), lam, create_graph=create_graph)
+        relaxed = relax_sample(perturb(lam, kind, generator), kind, self.tau)
+        (g,) = torch.autograd.grad(costs(f, relaxed, lam.shape[0]).sum(), lam, create_graph=create_graph)
         return g
 
 
@@ -167,23 +170,14 @@ class StraightThroughEstimator(DiscreteEstimator):
 
     def lambda_grads(self, f, kind, lam, *, generator, create_graph):
         check_relaxable(kind, "StraightThroughEstimator")
-        n = lam.shape[0]
-        if kind == "bernoulli":
-            u = uniform(lam.shape, like=lam, generator=generator)
-            if self.method == "identity":
-                b = BernoulliStraightThrough.apply(torch.sigmoid(lam), u)
-            else:
-                soft = torch.sigmoid((lam + torch.log(u) - torch.log1p(-u)) / self.tau)
-                b = (soft > 0.5).to(soft.dtype) - soft.detach() + soft
+        if self.method == "gumbel":
+            b = hard_with_soft_grad(relax_sample(perturb(lam, kind, generator), kind, self.tau), kind)
+        elif kind == "bernoulli":
+            b = BernoulliStraightThrough.apply(torch.sigmoid(lam), uniform(lam.shape, like=lam, generator=generator))
         else:
-            z = lam + sample_gumbel(lam.shape, like=lam, generator=generator)
-            if self.method == "identity":
-                b = CategoricalStraightThrough.apply(torch.softmax(lam, dim=-1), z.argmax(dim=-1))
-            else:
-                soft = torch.softmax(z / self.tau, dim=-1)
-                hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(dim=-1, keepdim=True), 1.0)
-                b = hard - soft.detach() + soft
-        (g,) = torch.autograd.grad(costs(f, b, n).sum(), lam, create_graph=create_graph)
+            index = perturb(lam.detach(), kind, generator).argmax(dim=-1)
+            b = CategoricalStraightThrough.apply(torch.softmax(lam, dim=-1), index)
+        (g,) = torch.autograd.grad(costs(f, b, lam.shape[0]).sum(), lam, create_graph=create_graph)
         return g
 
 
@@ -199,17 +193,17 @@ def sample_z_b_ztilde(kind: str, lam: torch.Tensor, generator) -> Tuple[torch.Te
     $\tilde z_b = -\log(-\log v_b)$ is standard Gumbel and $\tilde z_k = -\log(-\log v_k\, e^{-\lambda_k} - \log v_b)$
     for $k \ne b$ (Tucker et al. 2017, appendix), computed with ``logaddexp``.
     """
-    u = uniform(lam.shape, like=lam, generator=generator)
-    v = uniform(lam.shape, like=lam, generator=generator)
     if kind == "bernoulli":
-        z = lam + torch.log(u) - torch.log1p(-u)
+        z = perturb(lam, kind, generator)
+        v = uniform(lam.shape, like=lam, generator=generator)
         b = (z.detach() > 0).to(lam.dtype)
         s = 2.0 * b - 1.0
         z_tilde = s * (F.softplus(s * lam + torch.log(v)) - torch.log1p(-v))
         score = b - torch.sigmoid(lam.detach())
         return z, b, score, z_tilde
     lam = torch.log_softmax(lam, dim=-1)
-    z = lam - torch.log(-torch.log(u))
+    z = perturb(lam, kind, generator)
+    v = uniform(lam.shape, like=lam, generator=generator)
     index = z.detach().argmax(dim=-1, keepdim=True)
     onehot = torch.zeros_like(lam).scatter_(-1, index, 1.0)
     log_e = torch.log(-torch.log(v))  # log of the standard exponential -log v
