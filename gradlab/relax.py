@@ -50,7 +50,14 @@ from .discrete import (
 from .distributions import check_distribution, evaluate_costs, unwrap_independent
 from .expectation import register_estimator
 
-__all__ = ["REBAR", "RELAX", "GumbelSoftmaxEstimator", "StraightThroughEstimator", "discrete_logits"]
+__all__ = [
+    "REBAR",
+    "RELAX",
+    "ControlVariateEstimator",
+    "GumbelSoftmaxEstimator",
+    "StraightThroughEstimator",
+    "discrete_logits",
+]
 
 
 # --------------------------------------------------------------------------- the distribution's logits
@@ -215,39 +222,30 @@ def sample_z_b_ztilde(kind: str, lam: torch.Tensor, generator) -> Tuple[torch.Te
     return z, b, score, z_tilde
 
 
-class RELAX(DiscreteEstimator):
-    r"""RELAX (Grathwohl et al. 2018) with control variate $c(z) = \eta\, f(\sigma_\tau(z)) + r_\phi(z)$.
+def module_dtype(module: object, default: torch.dtype) -> torch.dtype:
+    """The dtype of a module's first initialised floating parameter (``default`` for plain callables)."""
+    if isinstance(module, nn.Module):
+        for param in module.parameters():
+            if not isinstance(param, nn.parameter.UninitializedParameter) and param.is_floating_point():
+                return param.dtype
+    return default
 
-    ``surrogate`` is $r_\phi$: a module mapping $z$ of shape ``(num_samples, *event)`` to
-    ``(num_samples,)`` (or ``(num_samples, 1)``). ``None`` builds a one-hidden-layer network
-    with ``hidden`` ELU units on the flattened $z$ (``num_inputs`` features; ``None`` infers them
-    at the first call, so call the estimator once before creating an optimizer over
-    its parameters). Its output layer starts at zero, so RELAX starts as REBAR.
-    ``rebar_term=False`` drops $\eta f(\sigma_\tau(z))$ ($f$ then need not accept relaxed inputs).
-    $\eta$ and $\log\tau$ are parameters, adapted with the rest by :meth:`grads_and_variance`.
+
+class ControlVariateEstimator(DiscreteEstimator):
+    r"""The REBAR/RELAX estimator for the control variate $c(z) = \eta\, f(\sigma_\tau(z)) + r_\phi(z)$.
+
+    Either term may be absent (``rebar_term=False``; ``surrogate=None``). $\eta$ and $\log\tau$ are
+    parameters; with the surrogate's, they are adapted by :meth:`adapt_step` / :meth:`grads_and_variance`.
     The estimate is unbiased for every value of them.
     """
 
-    def __init__(
-        self,
-        surrogate: Optional[nn.Module] = None,
-        *,
-        num_inputs: Optional[int] = None,
-        hidden: int = 16,
-        rebar_term: bool = True,
-        eta: float = 1.0,
-        tau: float = 0.5,
-    ):
+    def __init__(self, surrogate: Optional[Callable], *, rebar_term: bool, eta: float, tau: float):
         super().__init__()
         check_tau(tau)
-        if surrogate is None:
-            first = nn.Linear(num_inputs, hidden) if num_inputs is not None else nn.LazyLinear(hidden)
-            last = nn.Linear(hidden, 1)
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
-            surrogate = nn.Sequential(nn.Flatten(), first, nn.ELU(), last)
-        elif not callable(surrogate):
+        if surrogate is not None and not callable(surrogate):
             raise TypeError(f"surrogate must be an nn.Module or callable, got {type(surrogate).__name__}")
+        if surrogate is None and not rebar_term:
+            raise ValueError("a control variate needs the REBAR term, a surrogate, or both")
         self.surrogate = surrogate
         self.rebar_term = bool(rebar_term)
         self.eta = nn.Parameter(torch.tensor(float(eta)))
@@ -258,15 +256,14 @@ class RELAX(DiscreteEstimator):
         return self.log_tau.exp()
 
     def control_variate(self, f: Callable, kind: str, z: torch.Tensor) -> torch.Tensor:
+        """$c(z)$ for a batch of $z$, shape ``(num_samples,)``."""
         n = z.shape[0]
         out = torch.zeros(n, dtype=z.dtype, device=z.device)
         if self.rebar_term:
             out = out + self.eta.to(z.dtype) * costs(f, relax_sample(z, kind, self.tau.to(z.dtype)), n)
         if self.surrogate is not None:
-            param = next(iter(self.surrogate.parameters()), None) if isinstance(self.surrogate, nn.Module) else None
-            dtype = param.dtype if param is not None and not isinstance(param, nn.parameter.UninitializedParameter) else z.dtype
-            r = self.surrogate(z.to(dtype)).to(z.dtype)
-            out = out + r.reshape(n)
+            r = self.surrogate(z.to(module_dtype(self.surrogate, z.dtype)))
+            out = out + r.to(z.dtype).reshape(n)
         return out
 
     def lambda_grads(self, f, kind, lam, *, generator, create_graph):
@@ -304,12 +301,42 @@ class RELAX(DiscreteEstimator):
         return g
 
 
-class REBAR(RELAX):
-    r"""REBAR (Tucker et al. 2017): RELAX with $c(z) = \eta\, f(\sigma_\tau(z))$, learnable $\eta$ and $\log\tau$."""
+class REBAR(ControlVariateEstimator):
+    r"""REBAR (Tucker et al. 2017): $c(z) = \eta\, f(\sigma_\tau(z))$ with learnable $\eta$ and $\log\tau$."""
 
     def __init__(self, eta: float = 1.0, tau: float = 0.5):
-        super().__init__(surrogate=None, num_inputs=1, hidden=1, rebar_term=True, eta=eta, tau=tau)
-        self.surrogate = None
+        super().__init__(None, rebar_term=True, eta=eta, tau=tau)
+
+
+class RELAX(ControlVariateEstimator):
+    r"""RELAX (Grathwohl et al. 2018): $c(z) = \eta\, f(\sigma_\tau(z)) + r_\phi(z)$ with a learned $r_\phi$.
+
+    ``surrogate`` is $r_\phi$: a module (or callable) mapping $z$ of shape ``(num_samples, *event)`` to
+    ``(num_samples,)`` or ``(num_samples, 1)``. ``None`` builds a one-hidden-layer network with
+    ``hidden`` ELU units on the flattened $z$ (``num_inputs`` features; ``None`` infers them at the
+    first call, so call the estimator once before creating an optimizer over its parameters); its
+    output layer starts at zero, so RELAX starts as REBAR. ``rebar_term=False`` drops
+    $\eta f(\sigma_\tau(z))$, and $f$ then need not accept relaxed inputs (a black-box $f$ is fine).
+    """
+
+    def __init__(
+        self,
+        surrogate: Optional[Callable] = None,
+        *,
+        num_inputs: Optional[int] = None,
+        hidden: int = 16,
+        rebar_term: bool = True,
+        eta: float = 1.0,
+        tau: float = 0.5,
+    ):
+        if surrogate is None:
+            check_count(hidden, "hidden")
+            first = nn.Linear(check_count(num_inputs, "num_inputs"), hidden) if num_inputs is not None else nn.LazyLinear(hidden)
+            last = nn.Linear(hidden, 1)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            surrogate = nn.Sequential(nn.Flatten(), first, nn.ELU(), last)
+        super().__init__(surrogate, rebar_term=rebar_term, eta=eta, tau=tau)
 
 
 register_estimator("gumbel_softmax", GumbelSoftmaxEstimator(0.5))

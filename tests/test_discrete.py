@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal, OneHotCategorical
 
 from gradlab.expectation import exact_expectation_grad, expectation_grad
+from gradlab.relax import ControlVariateEstimator
 from gradlab.discrete import (
     REBAR,
     RELAX,
@@ -175,6 +176,10 @@ def test_invalid_arguments_raise_clear_errors():
         REBAR().double().per_sample_grads(lambda b: b, bernoulli, LOGITS[:3], num_samples=4)
     with pytest.raises(ValueError, match="OneHotCategorical"):
         REBAR().per_sample_grads(lambda b: b.double(), lambda th: Categorical(logits=th), LOGITS, num_samples=4)
+    with pytest.raises(ValueError, match="surrogate"):
+        ControlVariateEstimator(None, rebar_term=False, eta=1.0, tau=0.5)
+    with pytest.raises(TypeError, match="surrogate"):
+        RELAX(surrogate=3)
     with pytest.raises(ValueError, match="num_samples"):
         RELAX(num_inputs=3).per_sample_grads(toy, bernoulli, LOGITS[:3], num_samples=0)
 
