@@ -38,14 +38,17 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_es import machine_description  # noqa: E402  (one description of the machine for every benchmark)
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def interleaved_medians(contenders: dict, repeats: int) -> dict:
+    """Median seconds per call of each contender, timed in turns (a change of load hits them all alike)."""
+    for fn in contenders.values():
+        fn()  # warm-up
+    times = {name: [] for name in contenders}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def pretrain(vae: DiscreteVAE, x_train: torch.Tensor, num_steps: int) -> None:
@@ -63,7 +66,7 @@ def pretrain(vae: DiscreteVAE, x_train: torch.Tensor, num_steps: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=4, help="samples per gradient estimate")
-    parser.add_argument("--repeats", type=int, default=30, help="timed repetitions per estimator")
+    parser.add_argument("--repeats", type=int, default=40, help="timed repetitions per estimator")
     parser.add_argument("--variance-estimates", type=int, default=200, help="estimates used for each variance")
     parser.add_argument("--adapt", type=int, default=200, help="adaptation steps for REBAR/RELAX before measuring")
     parser.add_argument("--pretrain", type=int, default=300, help="Gumbel-softmax training steps before measuring")
@@ -129,9 +132,10 @@ def main() -> None:
         for _ in range(chunks)
     ) / chunks
 
+    medians = interleaved_medians(contenders, args.repeats)
     rows = []
     for name, fn in contenders.items():
-        seconds = median_time(fn, args.repeats)
+        seconds = medians[name]
         if "adapt_step" in name:
             rows.append(dict(name=name, ms=1e3 * seconds, variance=float("nan"), bias2=float("nan"), floor=float("nan")))
             continue
@@ -165,8 +169,8 @@ def main() -> None:
         f"Measured {datetime.now():%Y-%m-%d %H:%M} on: {machine_description(args.threads)}, "
         f"{'GPU present but unused' if torch.cuda.is_available() else 'no GPU'}. "
         f"Encoder logits of 64 binarized digits x 16 latents, {S} samples per estimate, float32; "
-        f"median of {args.repeats} timed calls; variance over {args.variance_estimates} estimates; REBAR/RELAX "
-        f"adapted for {args.adapt} steps first; the model was trained for {args.pretrain} Gumbel-softmax steps before. "
+        f"median of {args.repeats} timed calls, the contenders taking turns; variance over {args.variance_estimates} estimates; REBAR/RELAX "
+        f"adapted for {args.adapt} steps first (and further while `adapt_step` is timed); the model was trained for {args.pretrain} Gumbel-softmax steps before. "
         "Cost and variance are relative to the first row (REINFORCE with the leave-one-out baseline, its score "
         "$b - p$ written out by hand; the second row is the same estimator through gradlab's generic `\"score\"`). "
         "Last column: squared distance of the mean of the estimates from a 200 000-sample REINFORCE reference, "
