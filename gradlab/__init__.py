@@ -132,3 +132,9 @@ __all__ = [
     "accuracy",
     "train",
 ]
+
+# ES at scale: a shared noise table and distributed ES
+from . import es_distributed
+from .noise import NoiseTable
+
+__all__ += ["es_distributed", "NoiseTable"]
