@@ -182,7 +182,7 @@ def render(rows: List[dict], scale: Dict[str, float], machine: str, threads: int
         f"batch {BATCH}, float32 deep ReLU MLPs of bench_es.py, noise table of {TABLE_SIZE:,} normals. "
         "Times are medians of interleaved repetitions (ms per estimate).",
         "",
-        "## Dense noise: fresh normals vs the table",
+        "**Dense noise: fresh normals vs the table**",
         "",
     ]
     has_opt = any("torchopt ms" in r for r in rows)
@@ -203,7 +203,7 @@ def render(rows: List[dict], scale: Dict[str, float], machine: str, threads: int
         lines += ["", f"Target: table ≤ 1.3× the limit at 300k parameters: {max(worst):.2f}× at worst, "
                   f"{'met' if max(worst) <= 1.3 else 'NOT met'}."]
     if scale:
-        lines += ["", f"## One process vs two (deep-300k, N = {scale['N']}, table noise, 1 thread each)", ""]
+        lines += ["", f"**One process vs two (deep-300k, N = {scale['N']}, table noise, 1 thread each)**", ""]
         lines += [f"- {k}: {number(v)}" for k, v in scale.items()]
         lines += ["", f"Target: ≥ 1.7× faster with 2 processes: {scale['speedup']:.2f}×, "
                   f"{'met' if scale['speedup'] >= 1.7 else 'NOT met'}."]
