@@ -103,13 +103,14 @@ def rank_worker(rank: int, world: int, port: int, n: int, reps: int, folder: str
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     model, x, y = problem("deep-300k")
     table = NoiseTable(TABLE_SIZE, 0)
-    times, out = [], None
+    times, cpu, out = [], [], None
     for _ in range(reps + 1):  # the first call warms up
         dist.barrier()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         out = estimate(model, x, y, n, table, group=dist.group.WORLD)
         times.append(time.perf_counter() - start)
-    torch.save({"times": times[1:], "estimate": out}, f"{folder}/rank{rank}.pt")
+        cpu.append(time.process_time() - start_cpu)
+    torch.save({"times": times[1:], "cpu": cpu[1:], "estimate": out}, f"{folder}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -136,11 +137,12 @@ def reduction_time(model, x, n: int, table: NoiseTable) -> float:
 def scaling(n: int, reps: int, table: NoiseTable) -> Dict[str, float]:
     torch.set_num_threads(1)
     model, x, y = problem("deep-300k")
-    single_times, single = [], None
+    single_times, single_cpu, single = [], [], None
     for _ in range(reps + 1):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         single = estimate(model, x, y, n, table)
         single_times.append(time.perf_counter() - start)
+        single_cpu.append(time.process_time() - start_cpu)
     half = statistics.median(timed_calls(lambda: estimate(model, x, y, n // 2, table), reps))
     reduce_s = statistics.median(timed_calls(lambda: reduction_time(model, x, n, table), reps))
     with tempfile.TemporaryDirectory() as folder:
@@ -153,6 +155,13 @@ def scaling(n: int, reps: int, table: NoiseTable) -> Dict[str, float]:
     return {
         "params": d, "N": n, "1 process ms": 1e3 * one, "2 processes ms": 1e3 * two, "speedup": one / two,
         "ideal speedup (replicated reduction)": one / (one / 2 + reduce_s / 2),
+        "1 process CPU ms": 1e3 * statistics.median(single_cpu[1:]),
+        "2 processes CPU ms per rank (rank 0, rank 1)": ", ".join(
+            f"{1e3 * statistics.median(r['cpu']):,.0f}" for r in ranks
+        ),
+        "CPU speedup (1-process CPU / slower rank's CPU)": statistics.median(single_cpu[1:])
+        / max(statistics.median(r["cpu"]) for r in ranks),
+        "load average during the run": os.getloadavg()[0],
         "half population ms": 1e3 * half, "reduction of N ms": 1e3 * reduce_s,
         "max |2 proc - 1 proc| / max |1 proc|": float((ranks[0]["estimate"] - single).abs().max() / single.abs().max()),
         "ranks identical": float(torch.equal(ranks[0]["estimate"], ranks[1]["estimate"])),
@@ -211,6 +220,8 @@ def render(rows: List[dict], scale: Dict[str, float], machine: str, threads: int
 
 
 def number(value) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
