@@ -6,7 +6,9 @@ with ``group=`` then works like the distributed ES of Salimans et al. (2017):
 
 1. every rank draws the offsets of all $N$ members from its ``generator`` (cheap:
    $N$ integers) and evaluates only its share, a contiguous block of members
-   (:func:`member_share`);
+   (:func:`member_share`). With the same generator seed on every rank this is the
+   single-process population; with different seeds the ranks still agree with each
+   other, because the offsets travel with the losses;
 2. one ``all_gather`` (:func:`exchange`) hands every rank the (offset, losses) of every
    member: $N(1 + G)$ numbers, $G$ = 2 losses per member for antithetic sampling;
 3. every rank rebuilds the same $\frac1N \sum_n w_n \varepsilon_n$ from the table.
