@@ -106,3 +106,17 @@ def test_shares_cover_the_population_once_and_bytes_are_counted():
             assert members == list(range(n))
     assert exchange_bytes(1000, 2) == {"sent": 12000, "received": 12000}  # 500 x (offset + 2 losses) x 8 B
     assert allreduce_bytes(301_066, 2) == 1_204_264
+
+
+def test_example_script_trains_in_one_plain_process():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "es_distributed.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--steps", "4", "--samples", "10", "--table-size", "100000", "--log-every", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1 process(es)" in proc.stdout and "test acc" in proc.stdout and "done:" in proc.stdout, proc.stdout
