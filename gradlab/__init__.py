@@ -16,6 +16,12 @@ Zeroth-order estimators (gradients from function values):
     ``ZeroOrderModule``), :mod:`gradlab.es_lab` (the lab's ``ES_grad`` /
     ``ES_step``), :mod:`gradlab.noise` (noise sources) and
     :mod:`gradlab.blackbox` (a black-box regularizer by the score function).
+Gradients of expectations (one signature, :func:`gradlab.expectation_grad`):
+    :mod:`gradlab.expectation` (the signature, the registry, ``surrogate_loss``,
+    ``exact_expectation_grad``), :mod:`gradlab.score` (score function / REINFORCE),
+    :mod:`gradlab.pathwise` (reparameterization), :mod:`gradlab.measure_valued`
+    (weak derivatives), :mod:`gradlab.control_variates` (baselines) and
+    :mod:`gradlab.distributions` (their shared sampling and parameter plumbing).
 Shared helpers:
     :mod:`gradlab.checks` (input validation), :mod:`gradlab.batch` (evaluate a
     function on a batch of points), :mod:`gradlab.params` (flatten parameters),
@@ -131,6 +137,52 @@ __all__ = [
     "build_mlp",
     "accuracy",
     "train",
+]
+
+# gradients of expectations (issue 6): score function, pathwise, measure-valued, control variates
+from . import control_variates, distributions, expectation, measure_valued, pathwise, score
+from .control_variates import (
+    Baseline,
+    ConstantBaseline,
+    DeltaMethod,
+    EMABaseline,
+    LeaveOneOut,
+    OptimalBaseline,
+)
+from .distributions import per_sample
+from .expectation import (
+    ESTIMATORS,
+    exact_expectation_grad,
+    expectation_grad,
+    register_estimator,
+    surrogate_loss,
+)
+from .measure_valued import MeasureValued
+from .pathwise import Pathwise
+from .score import ScoreFunction
+
+__all__ += [
+    "expectation",
+    "distributions",
+    "score",
+    "pathwise",
+    "measure_valued",
+    "control_variates",
+    "expectation_grad",
+    "surrogate_loss",
+    "exact_expectation_grad",
+    "register_estimator",
+    "ESTIMATORS",
+    "per_sample",
+    "ScoreFunction",
+    "Pathwise",
+    "MeasureValued",
+    "Baseline",
+    "ConstantBaseline",
+    "EMABaseline",
+    "LeaveOneOut",
+    "OptimalBaseline",
+    "DeltaMethod",
 ]
 
 # ES at scale: a shared noise table and distributed ES
