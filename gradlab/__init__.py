@@ -185,6 +185,12 @@ __all__ += [
     "DeltaMethod",
 ]
 
+# ES at scale: a shared noise table and distributed ES
+from . import es_distributed
+from .noise import NoiseTable
+
+__all__ += ["es_distributed", "NoiseTable"]
+
 # discrete variables: Gumbel, straight-through, REBAR, RELAX, Sinkhorn (issue 7)
 from . import discrete, relax
 from .discrete import (
