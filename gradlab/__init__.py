@@ -93,3 +93,9 @@ __all__ += [
     "ES_grad",
     "ES_step",
 ]
+
+# widgets (issue 9): explorers and the plain computations behind them
+from . import explore, frames, widgets
+from .widgets import GradientExplorer, SmoothingExplorer, VarianceExplorer
+
+__all__ += ["explore", "frames", "widgets", "GradientExplorer", "VarianceExplorer", "SmoothingExplorer"]

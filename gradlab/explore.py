@@ -291,15 +291,17 @@ def error_stats(problem: GradientProblem, estimator: Any, settings: Sequence[Tup
     + \underbrace{\tfrac1R\sum_r \|\hat g_r - \bar g\|^2}_{\text{variance}}$ (exactly).
 
     ``lower``/``upper`` are the ``band`` quantiles of $\|\hat g_r - g\|^2$ over the draws.
-    Returns float64 tensors of length ``len(settings)``.
+    Every setting draws from a generator seeded with ``seed`` (common random numbers: the
+    curves over settings are smooth and each point is reproducible on its own). The
+    estimated bias² carries variance/R. Returns float64 tensors of length ``len(settings)``.
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
         raise ValueError(f"repeats must be an int >= 2, got {repeats!r}")
     entry = _entry(estimator)
     truth = (problem.true_grad if target is None else target).reshape(-1).double()
-    generator = torch.Generator(problem.theta.device).manual_seed(seed)
     rows = []
     for num_samples, knob in settings:
+        generator = torch.Generator(problem.theta.device).manual_seed(seed)
         draws = torch.stack([
             estimate_once(problem, entry, num_samples=num_samples, knob=knob, generator=generator)
             .reshape(-1).double() for _ in range(repeats)  # each draw is itself vectorized over samples

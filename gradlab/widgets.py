@@ -146,7 +146,9 @@ class GradientExplorer(Explorer):
                 f"{view.evaluations} evaluations")
 
     def _label(self, name: str) -> str:
-        if name in KNOB_SYMBOLS or name == "knob":
+        if name in KNOB_SYMBOLS:
+            return KNOB_SYMBOLS[name]
+        if name == "knob":
             knobs = {ESTIMATORS[e].knob for e in self.estimators} - {None}
             return " / ".join(KNOB_SYMBOLS.get(k, k) for k in sorted(knobs)) or name
         return "N (samples)" if name == "num_samples" else name
@@ -210,7 +212,7 @@ class VarianceExplorer(Explorer):
 
     def __init__(self, problem: Optional[GradientProblem] = None, estimators: Sequence[str] = (
                  "es_naive", "es_forward", "es_antithetic"), *, axis: str = "num_samples", num_samples: int = 100,
-                 knob: Optional[float] = None, repeats: int = 20, seed: int = 0,
+                 knob: Optional[float] = None, repeats: int = 16, seed: int = 0,
                  sample_grid: Sequence[int] = (10, 30, 100, 300, 1000), knob_grid: Optional[Sequence[float]] = None
                  ) -> None:
         self.problem = problem if problem is not None else wiggly_problem()
@@ -242,6 +244,10 @@ class VarianceExplorer(Explorer):
         p["num_samples"] = int(round(p["num_samples"]))
         p["knob"] = None if p.get("knob") is None else float(p["knob"])
         return p
+
+    def key(self, p: Dict[str, Any]) -> tuple:
+        fixed = p["knob"] if p["axis"] == "num_samples" else p["num_samples"]
+        return (p["axis"], fixed, p["seed"])
 
     def _settings(self, p: Dict[str, Any]):
         if p["axis"] == "num_samples":
@@ -362,7 +368,7 @@ class SmoothingExplorer(Explorer):
 
     def _draw(self, fig, view, p) -> None:
         ax = fig.add_subplot()
-        styles = [dict(color="0.55", lw=1.5), dict(color="C0", lw=2), dict(color="C0", ls="--", lw=2),
+        styles = [dict(color="0.55", lw=1.5), dict(color="C0", lw=2), dict(color="k", ls="--", lw=1.5),
                   dict(color="C3", lw=2), dict(color="k", marker="o", ms=5, ls="none")]
         for (x, y, label), style in zip(self._curves(view, p), styles):
             ax.plot(x, y, label=label or "_point", **style)
