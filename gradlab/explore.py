@@ -70,7 +70,8 @@ class GradientProblem:
     def true_grad(self) -> torch.Tensor:
         """$\\nabla$ objective at ``theta`` by backprop (computed once)."""
         if self._true_grad is None:
-            self._true_grad = torch.func.grad(self.objective)(self.theta.detach())
+            theta = self.theta.detach().requires_grad_()
+            (self._true_grad,) = torch.autograd.grad(self.objective(theta), theta)
         return self._true_grad
 
 

@@ -180,9 +180,11 @@ class Explorer:
         if key not in self._pngs:
             view = self.compute(**p)
             if self._canvas is None or not self._refresh(self._canvas, view, p):
-                self._canvas = self._canvas or Figure(figsize=self.figsize, layout="constrained")
+                # Fixed margins instead of a layout engine: the engine would run at every frame.
+                self._canvas = self._canvas or Figure(figsize=self.figsize)
                 self._canvas.clear()
                 self._draw(self._canvas, view, p)
+                self._canvas.subplots_adjust(left=0.17, right=0.97, bottom=0.12, top=0.92)
             buf = io.BytesIO()
             self._canvas.savefig(buf, format="png", dpi=self.dpi)
             self._pngs[key] = buf.getvalue()
