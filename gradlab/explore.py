@@ -43,6 +43,8 @@ __all__ = [
     "digits_mlp_problem",
     "quadratic_problem",
     "wiggly_problem",
+    "gaussian_problem",
+    "bernoulli_problem",
     "smoothed",
     "es_slope",
     "log_grid",
@@ -130,6 +132,38 @@ def wiggly_problem(dim: int = 10, seed: int = 0) -> GradientProblem:
     return GradientProblem(f"wiggly (d = {dim})", point, objective)
 
 
+def gaussian_problem(dim: int = 10, seed: int = 0) -> GradientProblem:
+    r"""$\nabla_\theta\,\mathbb E_{x\sim\mathcal N(\theta, I)}\big[\sum_j \cos x_j\big]$ (float64).
+
+    In closed form $\mathbb E[\cos x_j] = e^{-1/2}\cos\theta_j$; every expectation estimator applies.
+    """
+    theta = torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return GradientProblem(
+        f"E[Σ cos x], x ~ N(θ, I) (d = {dim})", theta, lambda t: math.exp(-0.5) * torch.cos(t).sum(),
+        f=lambda x: torch.cos(x).sum(-1), make_dist=lambda t: torch.distributions.Normal(t, 1.0),
+    )
+
+
+def bernoulli_problem(dim: int = 10, seed: int = 0) -> GradientProblem:
+    r"""$\nabla_\theta\,\mathbb E_{b\sim\text{Bernoulli}(\mathrm{sigmoid}\,\theta)}\big[\sum_j (b_j - t_j)^2\big]$, targets $t_j\in(0,1)$.
+
+    In closed form the objective is $\sum_j p_j(1 - t_j)^2 + (1 - p_j)t_j^2$ with $p = \mathrm{sigmoid}\,\theta$;
+    no pathwise estimator applies (no ``rsample``).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.randn(dim, generator=gen, dtype=torch.float64)
+    target = torch.rand(dim, generator=gen, dtype=torch.float64) * 0.8 + 0.1
+
+    def objective(t: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(t)
+        return (p * (1 - target) ** 2 + (1 - p) * target**2).sum()
+
+    return GradientProblem(
+        f"E[Σ (b - t)²], b ~ Bernoulli(σ(θ)) (d = {dim})", theta, objective,
+        f=lambda b: (b - target).pow(2).sum(-1), make_dist=lambda t: torch.distributions.Bernoulli(logits=t),
+    )
+
+
 # =========================================================================== registry
 @dataclass(frozen=True)
 class ExplorerEstimator:
@@ -144,9 +178,14 @@ class ExplorerEstimator:
     uses_samples: bool = True
     kind: str = "point"  # "point" (needs objective) or "expectation" (needs f and make_dist)
     evaluations: Optional[Callable[[int, int], int]] = None  # (dim, num_samples) -> evaluations of f
+    requires_rsample: bool = False  # pathwise: the distribution must be reparameterizable
 
     def applies_to(self, problem: GradientProblem) -> bool:
-        return self.kind == "point" or problem.is_expectation
+        if self.kind == "point":
+            return True
+        if not problem.is_expectation:
+            return False
+        return not self.requires_rsample or problem.make_dist(problem.theta).has_rsample
 
 
 ESTIMATORS: Dict[str, ExplorerEstimator] = {}
@@ -190,29 +229,36 @@ for _method, _cost in (("naive", lambda d, n: n), ("forward", lambda d, n: n + 1
         knob_default=0.01, evaluations=_cost))
 
 
-def expectation_entry(estimator: Any, label: Optional[str] = None, **options: Any) -> ExplorerEstimator:
+def expectation_entry(estimator: Any, label: Optional[str] = None, *, name: Optional[str] = None,
+                      baseline: Any = None, **options: Any) -> ExplorerEstimator:
     r"""An explorer entry for an estimator of the one estimator signature.
 
-    ``estimator`` is a name registered in ``gradlab.expectation.ESTIMATORS`` (then
-    ``gradlab.expectation_grad`` is called) or an object with ``per_sample_grads``;
-    the estimate is the mean of the per-sample gradients. ``options`` go to
-    :class:`ExplorerEstimator` (``knob``, ``evaluations``, ...).
+    ``estimator`` is a name registered in :data:`gradlab.expectation.ESTIMATORS` (then
+    :func:`gradlab.expectation_grad` is called) or an object with ``per_sample_grads``;
+    the estimate is the mean of the per-sample gradients. ``baseline`` is passed on
+    (score function); ``options`` go to :class:`ExplorerEstimator` (``knob``, ``evaluations``, ...).
     """
-    name = estimator if isinstance(estimator, str) else getattr(estimator, "name", type(estimator).__name__)
+    from .expectation import expectation_grad
+
+    if name is None:
+        name = estimator if isinstance(estimator, str) else getattr(estimator, "name", type(estimator).__name__)
 
     def estimate(problem, *, num_samples, knob, generator):
-        if isinstance(estimator, str):
-            from . import expectation_grad  # lands with the expectation chapter
-
-            per_sample = expectation_grad(problem.f, problem.make_dist, problem.theta, estimator=estimator,
-                                          num_samples=num_samples, generator=generator)
-        else:
-            per_sample = estimator.per_sample_grads(problem.f, problem.make_dist, problem.theta,
-                                                    num_samples=num_samples, generator=generator)
-        return per_sample.mean(0)
+        return expectation_grad(problem.f, problem.make_dist, problem.theta, estimator=estimator,
+                                num_samples=num_samples, baseline=baseline, generator=generator).mean(0)
 
     options.setdefault("evaluations", lambda d, n: n)
     return ExplorerEstimator(name, label or name, estimate, kind="expectation", **options)
+
+
+# The estimators of Chapters 4 and 5, one entry each (gradlab.expectation's one signature).
+register_explorer_estimator(expectation_entry("score", "score function (REINFORCE)"))
+register_explorer_estimator(expectation_entry("score", "score function + leave-one-out baseline",
+                                              name="score_rloo", baseline="rloo"))
+register_explorer_estimator(expectation_entry("pathwise", "pathwise (reparameterization)",
+                                              requires_rsample=True))
+register_explorer_estimator(expectation_entry("measure_valued", "measure-valued",
+                                              evaluations=lambda d, n: 2 * d * n))
 
 
 def estimators_for(problem: GradientProblem) -> Dict[str, ExplorerEstimator]:

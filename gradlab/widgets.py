@@ -239,8 +239,9 @@ class VarianceExplorer(Explorer):
                 p["knob"] = p.pop(alias)
         if p["axis"] in KNOB_SYMBOLS:
             p["axis"] = "knob"
-        if p["axis"] not in ("num_samples", "knob"):
-            raise ValueError(f"axis must be 'num_samples' or 'knob', got {p['axis']!r}")
+        axes = ("num_samples", "knob") if self.knob_entry else ("num_samples",)
+        if p["axis"] not in axes:
+            raise ValueError(f"axis must be one of {axes} for these estimators, got {p['axis']!r}")
         p["num_samples"] = int(round(p["num_samples"]))
         p["knob"] = None if p.get("knob") is None else float(p["knob"])
         return p
@@ -295,8 +296,9 @@ class VarianceExplorer(Explorer):
 
     def _controls(self, w) -> Dict[str, Any]:
         controls = {
-            "axis": w.Dropdown(options=[("vs N (samples)", "num_samples"), (f"vs {self._knob_symbol()}", "knob")],
-                               value=self.params["axis"], description="x axis"),
+            "axis": w.Dropdown(options=[("vs N (samples)", "num_samples")] + (
+                [(f"vs {self._knob_symbol()}", "knob")] if self.knob_entry else []),
+                value=self.params["axis"], description="x axis"),
             "num_samples": log_slider(w, "N", self.params["num_samples"], 1, 3000, ".0f"),
         }
         if self.knob_entry:

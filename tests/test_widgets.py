@@ -301,3 +301,36 @@ def test_ipywidgets_is_optional_and_imported_lazily():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "lazy"
+
+
+# --------------------------------------------------------------------------- expectation estimators (Ch. 4-5)
+def test_expectation_estimators_are_registered_where_they_apply():
+    gaussian, bernoulli = explore.gaussian_problem(dim=4), explore.bernoulli_problem(dim=4)
+    for name in ("score", "score_rloo", "pathwise", "measure_valued"):
+        assert name in explore.estimators_for(gaussian)
+    assert "pathwise" not in explore.estimators_for(bernoulli)  # Bernoulli has no rsample
+    assert "score" in explore.estimators_for(bernoulli)
+
+
+@pytest.mark.parametrize("name, baseline", [("score", None), ("score_rloo", "rloo"), ("pathwise", None)])
+def test_gradient_explorer_shows_expectation_grad(name, baseline):
+    from gradlab import expectation_grad
+
+    problem = explore.gaussian_problem(dim=4)
+    explorer = GradientExplorer(problem, estimators=["score", "score_rloo", "pathwise"])
+    explorer.set(estimator=name, num_samples=200)
+    est = expectation_grad(problem.f, problem.make_dist, problem.theta, estimator=name.split("_")[0],
+                           num_samples=200, baseline=baseline, generator=torch.Generator().manual_seed(0)).mean(0)
+    truth = -math.exp(-0.5) * torch.sin(problem.theta)  # d/dθ E[cos x], x ~ N(θ, 1)
+    assert readout(explorer, "cosine") == fmt(cosine_similarity(est, truth))
+
+
+def test_variance_explorer_without_a_knob_has_only_the_samples_axis():
+    explorer = VarianceExplorer(explore.bernoulli_problem(dim=3), ["score", "score_rloo"], sample_grid=(10, 100),
+                                repeats=8)
+    explorer.widget  # noqa: B018
+    assert [v for _, v in explorer.controls["axis"].options] == ["num_samples"]
+    metrics = explorer.metrics()
+    assert metrics["score_rloo_mse"] < metrics["score_mse"]  # the baseline reduces the variance here
+    with pytest.raises(ValueError, match="axis"):
+        explorer.figure(axis="knob")
