@@ -234,17 +234,27 @@ def expectation_entry(estimator: Any, label: Optional[str] = None, *, name: Opti
     r"""An explorer entry for an estimator of the one estimator signature.
 
     ``estimator`` is a name registered in :data:`gradlab.expectation.ESTIMATORS` (then
-    :func:`gradlab.expectation_grad` is called) or an object with ``per_sample_grads``;
-    the estimate is the mean of the per-sample gradients. ``baseline`` is passed on
-    (score function); ``options`` go to :class:`ExplorerEstimator` (``knob``, ``evaluations``, ...).
+    :func:`gradlab.expectation_grad` is called), an object with ``per_sample_grads``, or,
+    for an estimator tuned by a knob (``knob="tau"`` for a relaxation's temperature), a
+    function ``knob value -> estimator object``. The estimate is the mean of the per-sample
+    gradients. ``baseline`` is passed on (score function); ``options`` go to
+    :class:`ExplorerEstimator` (``knob``, ``knob_range``, ``knob_default``, ``evaluations``, ...).
+
+    The discrete estimators of Chapter 6 plug in the same way, e.g.
+    ``register_explorer_estimator(expectation_entry(lambda tau: GumbelSoftmax(tau=tau), "Gumbel-softmax",
+    name="gumbel_softmax", knob="tau", knob_range=(0.05, 5.0), knob_default=0.5))``.
     """
     from .expectation import expectation_grad
 
+    tuned = options.get("knob") is not None
+    if tuned and not callable(estimator):
+        raise TypeError("with a knob, estimator must be a function knob value -> estimator object")
     if name is None:
         name = estimator if isinstance(estimator, str) else getattr(estimator, "name", type(estimator).__name__)
 
     def estimate(problem, *, num_samples, knob, generator):
-        return expectation_grad(problem.f, problem.make_dist, problem.theta, estimator=estimator,
+        chosen = estimator(knob) if tuned else estimator
+        return expectation_grad(problem.f, problem.make_dist, problem.theta, estimator=chosen,
                                 num_samples=num_samples, baseline=baseline, generator=generator).mean(0)
 
     options.setdefault("evaluations", lambda d, n: n)

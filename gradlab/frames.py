@@ -194,6 +194,15 @@ class Explorer:
         """Update the artists of the last ``_draw`` on ``fig`` in place; False: draw afresh."""
         return False
 
+    def remember(self, fig: Any, ax: Any) -> None:
+        """Note the axes ``_draw`` just drew on ``fig``, for ``_refresh``."""
+        self._drawn = (fig, ax)
+
+    def drawn_axes(self, fig: Any) -> Any:
+        """The axes of the last ``_draw`` if it drew on ``fig``, else None."""
+        drawn = getattr(self, "_drawn", None)
+        return drawn[1] if drawn is not None and drawn[0] is fig else None
+
     # ---------------------------------------------------------------- live (ipywidgets)
     @property
     def widget(self):

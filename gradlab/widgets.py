@@ -119,12 +119,12 @@ class GradientExplorer(Explorer):
         ax.text(0.03, 0.97, self._box_text(view), transform=ax.transAxes, va="top", family="monospace",
                 bbox=dict(facecolor="white", alpha=0.85, edgecolor="0.7"))
         ax.legend(loc="lower right", fontsize="small")
-        self._artists = (fig, ax)
+        self.remember(fig, ax)
 
     def _refresh(self, fig, view, p) -> bool:
-        if getattr(self, "_artists", (None,))[0] is not fig:
+        ax = self.drawn_axes(fig)
+        if ax is None:
             return False
-        ax = self._artists[1]
         truth = view.true_grad.detach().reshape(-1).double().cpu()
         est = view.estimate.detach().reshape(-1).double().cpu()
         ax.collections[0].set_offsets(torch.stack([truth, est], 1).numpy())
@@ -377,12 +377,12 @@ class SmoothingExplorer(Explorer):
         ax.set(xlim=self.xlim, ylim=self._ylim(view), xlabel="x", ylabel="value",
                title="ES follows the slope of the blurred function")
         ax.legend(fontsize="small", loc="upper center")
-        self._artists = (fig, ax)
+        self.remember(fig, ax)
 
     def _refresh(self, fig, view, p) -> bool:
-        if getattr(self, "_artists", (None,))[0] is not fig:
+        ax = self.drawn_axes(fig)
+        if ax is None:
             return False
-        ax = self._artists[1]
         curves = self._curves(view, p)
         for line, (x, y, _) in zip(ax.lines, curves):
             line.set_data(x, y)

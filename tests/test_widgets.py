@@ -334,3 +334,24 @@ def test_variance_explorer_without_a_knob_has_only_the_samples_axis():
     assert metrics["score_rloo_mse"] < metrics["score_mse"]  # the baseline reduces the variance here
     with pytest.raises(ValueError, match="axis"):
         explorer.figure(axis="knob")
+
+
+def test_an_estimator_with_a_knob_gets_it_from_the_slider(expectation_problem):
+    seen = []
+
+    def make(tau):
+        seen.append(tau)
+        return GaussianPathwise()
+
+    entry = explore.register_explorer_estimator(explore.expectation_entry(
+        make, "tuned (test)", name="test_tuned", knob="tau", knob_range=(0.1, 10.0), knob_default=1.0))
+    try:
+        explorer = GradientExplorer(expectation_problem, estimators=["test_tuned"])
+        explorer.widget  # noqa: B018
+        assert explorer.controls["knob"].description == "τ"
+        explorer.controls["knob"].value = 2.0
+        assert seen[-1] == pytest.approx(2.0)
+        with pytest.raises(TypeError, match="knob"):
+            explore.expectation_entry("score", knob="tau")
+    finally:
+        del explore.ESTIMATORS[entry.name]

@@ -57,12 +57,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def book_url(request):
     folder = os.environ.get("GRADLAB_BOOK_HTML")
     html = Path(folder) if folder else request.getfixturevalue("built")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -70,11 +74,22 @@ def book_url(request):
     server.shutdown()
 
 
+# Messages of Jupyter Book 1.x's own theme scripts, not of the book's content: sphinx-thebe's
+# settings <script> is emitted twice on every page (a const declared twice), and the
+# pydata theme logs its first-visit fallback as an error. Anything else fails the test.
+THEME_MESSAGES = ("Identifier 'THEBE_JS_URL' has already been declared", "Got invalid theme mode")
+
+
 def watch(page, origin: str):
     """Record the page's JavaScript errors and every request; requests off 127.0.0.1 are refused."""
     errors, outside = [], []
-    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
-    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+
+    def record(kind: str, text: str) -> None:
+        if not any(known in text for known in THEME_MESSAGES):
+            errors.append(f"{kind}: {text}")
+
+    page.on("pageerror", lambda e: record("pageerror", str(e)))
+    page.on("console", lambda m: record("console", m.text) if m.type == "error" else None)
 
     def route(r):
         url = r.request.url
@@ -114,7 +129,10 @@ def move_every_control(explorer) -> int:
 
 def test_built_book_is_offline_and_every_explorer_responds(browser, book_url):
     found = 0
+    prebuilt = os.environ.get("GRADLAB_BOOK_HTML")
     for name in toc_files():
+        if prebuilt and not (Path(prebuilt) / f"{name}.html").exists():
+            continue  # a partial build given by hand
         context = browser.new_context(viewport={"width": 1200, "height": 900})
         page = context.new_page()
         errors, outside = watch(page, book_url)
