@@ -26,6 +26,7 @@ from .explore import (
     estimators_for,
     gradient_view,
     log_grid,
+    model_problem,
     smoothed,
     wiggly_problem,
     digits_mlp_problem,
@@ -39,17 +40,23 @@ class GradientExplorer(Explorer):
     """Estimated against backprop gradient components, with cosine, relative error and evaluations used.
 
     ``problem`` is a :class:`~gradlab.explore.GradientProblem` (default: an MLP on digits,
-    :func:`~gradlab.explore.digits_mlp_problem`) or a scalar function of one tensor, then
-    ``theta`` is the point. ``estimators`` are names in :data:`gradlab.explore.ESTIMATORS`
+    :func:`~gradlab.explore.digits_mlp_problem`), a model (then the loss is
+    ``loss_fn(model(inputs), targets)`` as a function of all parameters), or a scalar function
+    of one tensor (then ``theta`` is the point). ``estimators`` are names in :data:`gradlab.explore.ESTIMATORS`
     (default: every one that applies). Controls: ``estimator``, ``knob`` (alias: the
     estimator's knob name, ``eps``/``sigma``/``tau``), ``num_samples``, ``seed``.
     """
 
     def __init__(self, problem: Any = None, theta: Optional[torch.Tensor] = None, *,
                  estimators: Optional[Sequence[str]] = None, estimator: Optional[str] = None,
-                 num_samples: int = 100, knob: Optional[float] = None, seed: int = 0, **aliases: Any) -> None:
+                 num_samples: int = 100, knob: Optional[float] = None, seed: int = 0, loss_fn: Any = None,
+                 inputs: Any = None, targets: Any = None, **aliases: Any) -> None:
         if problem is None:
             problem = digits_mlp_problem()
+        elif isinstance(problem, torch.nn.Module):
+            if loss_fn is None or inputs is None:
+                raise TypeError("a model needs loss_fn and inputs (and targets): loss_fn(model(inputs), targets)")
+            problem = model_problem(problem, loss_fn, inputs, targets)
         elif not isinstance(problem, GradientProblem):
             if not callable(problem) or not isinstance(theta, torch.Tensor):
                 raise TypeError("problem must be a GradientProblem, or a function with theta a tensor")

@@ -355,3 +355,17 @@ def test_an_estimator_with_a_knob_gets_it_from_the_slider(expectation_problem):
             explore.expectation_entry("score", knob="tau")
     finally:
         del explore.ESTIMATORS[entry.name]
+
+
+def test_gradient_explorer_takes_a_model_and_a_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2).double()
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    explorer = GradientExplorer(model, loss_fn=torch.nn.functional.mse_loss, inputs=x, targets=y,
+                                estimators=["fd_central"])
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    backprop = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(explorer.problem.true_grad, backprop)
+    assert explorer.metrics(eps=1e-6)["relative_error"] < 1e-8
+    with pytest.raises(TypeError, match="loss_fn"):
+        GradientExplorer(model)
