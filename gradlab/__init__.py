@@ -185,6 +185,12 @@ __all__ += [
     "DeltaMethod",
 ]
 
+# ES at scale: a shared noise table and distributed ES
+from . import es_distributed
+from .noise import NoiseTable
+
+__all__ += ["es_distributed", "NoiseTable"]
+
 # widgets (issue 9): explorers and the plain computations behind them
 from . import explore, frames, widgets
 from .widgets import GradientExplorer, SmoothingExplorer, VarianceExplorer
