@@ -93,3 +93,10 @@ __all__ += [
     "ES_grad",
     "ES_step",
 ]
+
+# divergence and mutual-information estimation (issue 8)
+from . import dv
+from .data import correlated_gaussians, product_of_marginals
+from .dv import DVTrainer
+
+__all__ += ["dv", "DVTrainer", "correlated_gaussians", "product_of_marginals"]
