@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .checks import check_callable, check_choice, check_count, check_module, check_tensor
+
 __all__ = ["DV", "NWJ", "InfoNCE", "log_mean_exp", "DVTrainer", "BOUNDS", "plot_net_2"]
 
 BOUNDS = ("dv", "mine", "nwj", "infonce")
@@ -31,13 +33,10 @@ PROGRESS_MIN_ITERS = 2000  # step() shows a progress bar when it runs at least t
 
 
 def check_samples(Z: Any, name: str) -> None:
-    """``Z`` must be a floating tensor of shape ``(n, d)`` with ``n >= 1``."""
-    if not isinstance(Z, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(Z).__name__}")
-    if Z.dim() != 2 or Z.shape[0] < 1:
+    """``Z`` must be a non-empty floating tensor of shape ``(n, d)``."""
+    check_tensor(Z, name)
+    if Z.dim() != 2:
         raise ValueError(f"{name} must have shape (num_samples, num_features), got {tuple(Z.shape)}")
-    if not Z.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {Z.dtype}")
 
 
 def check_pair(Z: Any, Z_ref: Any) -> None:
@@ -157,26 +156,23 @@ class DVTrainer:
         **adam_kwargs: Any,
     ) -> None:
         check_pair(Z, Z_ref)
-        if not isinstance(net, nn.Module):
-            raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
-        if isinstance(n_iters_per_epoch, bool) or not isinstance(n_iters_per_epoch, int) or n_iters_per_epoch < 1:
-            raise ValueError(f"n_iters_per_epoch must be a positive int, got {n_iters_per_epoch!r}")
+        check_module(net, "net")
+        check_count(n_iters_per_epoch, "n_iters_per_epoch")
         for name, data in (("Z", Z), ("Z_ref", Z_ref)):
             if data.shape[0] < n_iters_per_epoch:
                 raise ValueError(
                     f"{name} has {data.shape[0]} samples, fewer than n_iters_per_epoch={n_iters_per_epoch} "
                     "minibatches: use fewer iterations per epoch or more samples"
                 )
-        if bound not in BOUNDS:
-            raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
+        check_choice(bound, "bound", BOUNDS)
         if isinstance(ema_rate, bool) or not isinstance(ema_rate, (int, float)) or not 0 < ema_rate <= 1:
             raise ValueError(f"ema_rate must be a float in (0, 1], got {ema_rate!r}")
         if bound == "infonce":
             x_dim = Z.shape[1] // 2 if x_dim is None else x_dim
             if isinstance(x_dim, bool) or not isinstance(x_dim, int) or not 0 < x_dim < Z.shape[1]:
                 raise ValueError(f"x_dim must be an int in [1, {Z.shape[1] - 1}], got {x_dim!r}")
-        if ref_sampler is not None and not callable(ref_sampler):
-            raise TypeError(f"ref_sampler must be callable, got {type(ref_sampler).__name__}")
+        if ref_sampler is not None:
+            check_callable(ref_sampler, "ref_sampler")
         if validation is not None:
             if not isinstance(validation, (tuple, list)) or len(validation) != 2:
                 raise TypeError("validation must be a pair (Z_val, Z_ref_val)")
