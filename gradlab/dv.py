@@ -233,6 +233,9 @@ class DVTrainer:
         if self.ref_sampler is not None:
             self.Z_ref = self.ref_sampler(self.generator)
             check_pair(self.Z, self.Z_ref)
+            if self.Z_ref.shape[0] < self.n_iters_per_epoch:
+                raise ValueError(f"ref_sampler returned {self.Z_ref.shape[0]} samples, fewer than "
+                                 f"n_iters_per_epoch={self.n_iters_per_epoch}")
         device = self.Z.device
         pairs = zip(self.batches(self.Z.shape[0]), self.batches(self.Z_ref.shape[0]))
         for index, index_ref in pairs:
