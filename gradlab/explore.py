@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .compare import cosine_similarity, relative_error
+from .discrete import REBAR, RELAX, GumbelSoftmaxEstimator  # (before .relax: discrete re-exports relax)
 from .es import es_grad
 from .finite_diff import fd_grad, forward_grad
 from .params import flatten_params, unflatten_params
+from .relax import discrete_logits
 
 __all__ = [
     "GradientProblem",
@@ -45,6 +47,7 @@ __all__ = [
     "wiggly_problem",
     "gaussian_problem",
     "bernoulli_problem",
+    "adapted_relax",
     "smoothed",
     "es_slope",
     "log_grid",
@@ -63,6 +66,7 @@ class GradientProblem:
     f: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     make_dist: Optional[Callable[[torch.Tensor], Any]] = None
     _true_grad: Optional[torch.Tensor] = field(default=None, repr=False)
+    cache: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # e.g. an adapted RELAX
 
     @property
     def is_expectation(self) -> bool:
@@ -179,13 +183,20 @@ class ExplorerEstimator:
     kind: str = "point"  # "point" (needs objective) or "expectation" (needs f and make_dist)
     evaluations: Optional[Callable[[int, int], int]] = None  # (dim, num_samples) -> evaluations of f
     requires_rsample: bool = False  # pathwise: the distribution must be reparameterizable
+    requires_relaxation: bool = False  # Chapter 6: a Bernoulli or one-hot categorical, f defined on relaxed samples
 
     def applies_to(self, problem: GradientProblem) -> bool:
         if self.kind == "point":
             return True
         if not problem.is_expectation:
             return False
-        return not self.requires_rsample or problem.make_dist(problem.theta).has_rsample
+        dist = problem.make_dist(problem.theta)
+        if self.requires_relaxation:
+            try:
+                return discrete_logits(dist)[0] in ("bernoulli", "onehot")
+            except TypeError:
+                return False
+        return not self.requires_rsample or dist.has_rsample
 
 
 ESTIMATORS: Dict[str, ExplorerEstimator] = {}
@@ -240,9 +251,9 @@ def expectation_entry(estimator: Any, label: Optional[str] = None, *, name: Opti
     gradients. ``baseline`` is passed on (score function); ``options`` go to
     :class:`ExplorerEstimator` (``knob``, ``knob_range``, ``knob_default``, ``evaluations``, ...).
 
-    The discrete estimators of Chapter 6 plug in the same way, e.g.
-    ``register_explorer_estimator(expectation_entry(lambda tau: GumbelSoftmax(tau=tau), "Gumbel-softmax",
-    name="gumbel_softmax", knob="tau", knob_range=(0.05, 5.0), knob_default=0.5))``.
+    The discrete estimators of Chapter 6 plug in this way, e.g. (below)
+    ``expectation_entry(GumbelSoftmaxEstimator, "Gumbel-softmax (relaxed)", name="gumbel_softmax",
+    knob="tau", knob_range=(0.05, 5.0), knob_default=0.5, requires_relaxation=True)``.
     """
     from .expectation import expectation_grad
 
@@ -269,6 +280,43 @@ register_explorer_estimator(expectation_entry("pathwise", "pathwise (reparameter
                                               requires_rsample=True))
 register_explorer_estimator(expectation_entry("measure_valued", "measure-valued",
                                               evaluations=lambda d, n: 2 * d * n))
+
+
+def adapted_relax(problem: GradientProblem, *, num_steps: int = 150, num_samples: int = 8, lr: float = 0.03,
+                  seed: int = 0) -> Any:
+    r"""A :class:`~gradlab.relax.RELAX` whose $\eta$, $\tau$ and surrogate $r_\phi$ were adapted at ``problem.theta``.
+
+    ``num_steps`` Adam steps on $\frac1N\sum_i\|\hat g_i\|^2$ (its gradient is that of the variance,
+    since $\hat g$ is unbiased for every parameter value), with noise and initialisation from
+    ``seed``; made once per problem (``problem.cache``), then fixed. The estimator stays unbiased.
+    """
+    if "relax" not in problem.cache:
+        with torch.random.fork_rng(devices=[]):  # a reproducible r_phi that leaves the global RNG alone
+            torch.manual_seed(seed)
+            est = RELAX(num_inputs=problem.theta.numel()).to(problem.theta.device, problem.theta.dtype)
+        optimizer = torch.optim.Adam(est.parameters(), lr=lr)
+        generator = torch.Generator(problem.theta.device).manual_seed(seed)
+        for _ in range(num_steps):
+            est.adapt_step(optimizer, problem.f, problem.make_dist, problem.theta, num_samples=num_samples,
+                           generator=generator)
+        problem.cache["relax"] = est
+    return problem.cache["relax"]
+
+
+def _relax(problem, *, num_samples, knob, generator):
+    return adapted_relax(problem).per_sample_grads(problem.f, problem.make_dist, problem.theta,
+                                                   num_samples=num_samples, generator=generator).mean(0)
+
+
+# The discrete estimators of Chapter 6 (gradlab.relax), on Bernoulli or one-hot categorical problems.
+_TAU = dict(knob="tau", knob_range=(0.05, 5.0), knob_default=0.5, requires_relaxation=True)
+register_explorer_estimator(expectation_entry(GumbelSoftmaxEstimator,
+                                              "Gumbel-softmax (relaxed)", name="gumbel_softmax", **_TAU))
+register_explorer_estimator(expectation_entry("straight_through", "straight-through", requires_relaxation=True))
+register_explorer_estimator(expectation_entry(lambda tau: REBAR(eta=1.0, tau=tau), "REBAR (η = 1)", name="rebar",
+                                              evaluations=lambda d, n: 3 * n, **_TAU))
+register_explorer_estimator(ExplorerEstimator("relax", "RELAX (adapted at θ)", _relax, kind="expectation",
+                                              evaluations=lambda d, n: 3 * n, requires_relaxation=True))
 
 
 def estimators_for(problem: GradientProblem) -> Dict[str, ExplorerEstimator]:
