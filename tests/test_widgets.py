@@ -17,7 +17,9 @@ import torch
 
 from gradlab import explore
 from gradlab.compare import cosine_similarity, relative_error
+from gradlab.discrete import REBAR, GumbelSoftmaxEstimator
 from gradlab.es import es_grad
+from gradlab.expectation import exact_expectation_grad
 from gradlab.finite_diff import fd_grad, forward_grad
 from gradlab.frames import fmt, frames_html
 from gradlab.widgets import GradientExplorer, SmoothingExplorer, VarianceExplorer
@@ -369,3 +371,77 @@ def test_gradient_explorer_takes_a_model_and_a_loss():
     assert explorer.metrics(eps=1e-6)["relative_error"] < 1e-8
     with pytest.raises(TypeError, match="loss_fn"):
         GradientExplorer(model)
+
+
+# --------------------------------------------------------------------------- discrete estimators (Ch. 6)
+DISCRETE = ("gumbel_softmax", "straight_through", "rebar", "relax")
+
+
+def test_discrete_estimators_apply_to_bernoulli_and_one_hot_problems_only():
+    bernoulli = explore.bernoulli_problem(dim=3)
+    for name in DISCRETE:
+        assert name in explore.estimators_for(bernoulli)
+        assert name not in explore.estimators_for(explore.gaussian_problem(dim=3))
+    theta = torch.zeros(2, 3, dtype=torch.float64)
+    onehot = explore.GradientProblem(
+        "one-hot", theta, lambda t: torch.softmax(t, -1)[:, 0].sum(), f=lambda y: y[..., 0].sum(-1),
+        make_dist=lambda t: torch.distributions.Independent(torch.distributions.OneHotCategorical(logits=t), 1))
+    index = explore.GradientProblem("index", theta, onehot.objective, f=lambda k: (k == 0).double().sum(-1),
+                                    make_dist=lambda t: torch.distributions.Categorical(logits=t))
+    assert set(DISCRETE) <= set(explore.estimators_for(onehot))
+    assert not set(DISCRETE) & set(explore.estimators_for(index))  # f cannot take relaxed index samples
+    assert "score" in explore.estimators_for(index)
+
+
+@pytest.mark.parametrize("name, make", [("gumbel_softmax", lambda tau: GumbelSoftmaxEstimator(tau)),
+                                        ("rebar", lambda tau: REBAR(eta=1.0, tau=tau))])
+def test_tau_slider_shows_the_direct_discrete_estimate(name, make):
+    problem = explore.bernoulli_problem(dim=6)
+    explorer = GradientExplorer(problem, estimators=["gumbel_softmax", "rebar", "straight_through"])
+    explorer.widget  # noqa: B018
+    explorer.controls["estimator"].value = name
+    knob = explorer.controls["knob"]
+    assert knob.description == "τ" and math.isclose(knob.value, 0.5)
+    explorer.controls["num_samples"].value = 300
+    shown = {}
+    for tau in (0.1, 2.0):
+        knob.value = tau
+        est = make(knob.value).per_sample_grads(problem.f, problem.make_dist, problem.theta, num_samples=300,
+                                                 generator=torch.Generator().manual_seed(0)).mean(0)
+        truth = exact_expectation_grad(problem.f, problem.make_dist, problem.theta)
+        assert readout(explorer, "cosine") == fmt(cosine_similarity(est, truth))
+        assert readout(explorer, "relative-error") == fmt(relative_error(est, truth))
+        shown[tau] = readout(explorer, "relative-error")
+    assert shown[0.1] != shown[2.0]  # the knob changes the estimate
+    assert readout(explorer, "evaluations") == ("900" if name == "rebar" else "300")
+
+
+def test_gumbel_softmax_shrinks_towards_zero_at_high_temperature():
+    """At τ = 5 the relaxed sample barely depends on θ: the mean estimate is a fraction of the true gradient."""
+    problem = explore.bernoulli_problem(dim=6)
+    truth = problem.true_grad
+    hot = explore.estimate_once(problem, "gumbel_softmax", num_samples=20000, knob=5.0,
+                                generator=torch.Generator().manual_seed(0))
+    cold = explore.estimate_once(problem, "gumbel_softmax", num_samples=20000, knob=0.1,
+                                 generator=torch.Generator().manual_seed(0))
+    assert hot.norm() < 0.5 * truth.norm()
+    assert (cold - truth).norm() < (hot - truth).norm()
+
+
+def test_adapted_relax_is_unbiased_cached_and_cuts_the_variance():
+    problem = explore.bernoulli_problem(dim=3)
+    state = torch.get_rng_state()
+    est = explore.adapted_relax(problem)
+    assert torch.equal(torch.get_rng_state(), state)  # its initialisation leaves the global RNG alone
+    assert explore.adapted_relax(problem) is est
+    g = est.per_sample_grads(problem.f, problem.make_dist, problem.theta, num_samples=20000,
+                             generator=torch.Generator().manual_seed(1))
+    truth = exact_expectation_grad(problem.f, problem.make_dist, problem.theta)
+    assert ((g.mean(0) - truth).abs() < 5 * g.std(0) / math.sqrt(len(g))).all()
+    stats = {name: explore.error_stats(problem, name, [(10, None)], repeats=200)["variance"][0]
+             for name in ("score", "relax")}
+    assert stats["relax"] < 0.5 * stats["score"]
+    explorer = GradientExplorer(problem, estimators=["relax"], num_samples=50)
+    direct = est.per_sample_grads(problem.f, problem.make_dist, problem.theta, num_samples=50,
+                                  generator=torch.Generator().manual_seed(0)).mean(0)
+    assert explorer.metrics()["cosine"] == cosine_similarity(direct, truth)
