@@ -184,3 +184,9 @@ __all__ += [
     "OptimalBaseline",
     "DeltaMethod",
 ]
+
+# ES at scale: a shared noise table and distributed ES
+from . import es_distributed
+from .noise import NoiseTable
+
+__all__ += ["es_distributed", "NoiseTable"]
