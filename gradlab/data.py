@@ -1,4 +1,5 @@
-"""Small datasets bundled with scikit-learn, as torch tensors (no downloads).
+"""Small datasets: scikit-learn's bundled ones as torch tensors (no downloads), and
+correlated Gaussians with a known mutual information.
 
 The raw numpy arrays are loaded once per process (``functools.lru_cache``);
 every call returns fresh tensors, so callers may modify them freely.
@@ -7,12 +8,13 @@ scikit-learn is imported lazily, only when a loader is called.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["load_digits_split", "load_iris_tensors"]
+__all__ = ["load_digits_split", "load_iris_tensors", "correlated_gaussians", "product_of_marginals"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,3 +93,51 @@ def load_iris_tensors(
         torch.tensor(x, dtype=dtype, device=device),
         torch.tensor(y, dtype=torch.int64, device=device),
     )
+
+
+def product_of_marginals(Z: torch.Tensor, x_dim: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""Samples of $P_X \otimes P_Y$ from samples of $P_{XY}$: the rows' $Y$ parts (features ``x_dim:``)
+    are shuffled by a random permutation (from ``generator``), breaking the pairing with $X$."""
+    if not isinstance(Z, torch.Tensor) or Z.dim() != 2:
+        raise ValueError(f"Z must be a tensor of shape (n, d), got {getattr(Z, 'shape', type(Z).__name__)}")
+    if isinstance(x_dim, bool) or not isinstance(x_dim, int) or not 0 < x_dim < Z.shape[1]:
+        raise ValueError(f"x_dim must be an int in [1, {Z.shape[1] - 1}], got {x_dim!r}")
+    order = torch.randperm(Z.shape[0], generator=generator).to(Z.device)
+    return torch.cat((Z[:, :x_dim], Z[order, x_dim:]), dim=1)
+
+
+def correlated_gaussians(
+    n: int,
+    rho: float,
+    dim: int = 1,
+    seed: int = 0,
+    device: Optional[Any] = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tuple[torch.Tensor, torch.Tensor, float]:
+    r"""``n`` samples of $(X, Y)$, standard Gaussians in $\mathbb R^{dim}$ with $\operatorname{corr}(X_k, Y_k) = \rho$.
+
+    $Y = \rho X + \sqrt{1-\rho^2}\,N$ with $N$ independent of $X$, coordinate by coordinate, so the pairs
+    $(X_k, Y_k)$ are independent and $I(X;Y) = \sum_k -\tfrac12\log(1-\rho^2) = -\tfrac{dim}{2}\log(1-\rho^2)$.
+
+    Returns ``(Z, Z_ref, mi)``: ``Z`` of shape ``(n, 2 * dim)`` (columns ``[X, Y]``), ``Z_ref`` the same rows
+    with $Y$ shuffled by an independent permutation (samples of $P_X\otimes P_Y$, see
+    :func:`product_of_marginals`), and the true mutual information ``mi`` in nats (a float).
+    Everything is determined by ``seed``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not -1 < rho < 1:
+        raise ValueError(f"rho must be a float in (-1, 1), got {rho!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    _check_dtype(dtype)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    noise = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    y = rho * x + math.sqrt(1 - rho**2) * noise
+    Z = torch.cat((x, y), dim=1)
+    Z_ref = product_of_marginals(Z, dim, generator)
+    mi = -0.5 * dim * math.log1p(-rho * rho)
+    return Z.to(device=device, dtype=dtype), Z_ref.to(device=device, dtype=dtype), mi
