@@ -292,10 +292,12 @@ class VarianceExplorer(Explorer):
         ax.plot([], [], "k:", lw=1.5, label="variance")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        fixed = (f"{self._knob_symbol()} = {p['knob']:.3g}" if p["axis"] == "num_samples" and p["knob"]
-                 else f"N = {p['num_samples']}")
+        if p["axis"] == "num_samples":  # the other control is fixed, if there is one
+            fixed = f", {self._knob_symbol()} = {p['knob']:.3g}" if p["knob"] else ""
+        else:
+            fixed = f", N = {p['num_samples']}"
         ax.set(xlabel="N (samples)" if p["axis"] == "num_samples" else self._knob_symbol(),
-               ylabel=r"$\|\hat g - \nabla f\|^2$", title=f"{self.problem.name}, {fixed}")
+               ylabel=r"$\|\hat g - \nabla f\|^2$", title=f"{self.problem.name}{fixed}")
         ax.legend(fontsize="x-small", loc="best")
 
     def _label(self, name: str) -> str:

@@ -334,6 +334,8 @@ def test_variance_explorer_without_a_knob_has_only_the_samples_axis():
     assert [v for _, v in explorer.controls["axis"].options] == ["num_samples"]
     metrics = explorer.metrics()
     assert metrics["score_rloo_mse"] < metrics["score_mse"]  # the baseline reduces the variance here
+    (ax,) = explorer.figure().axes
+    assert "N =" not in ax.get_title()  # N is the x axis, not a fixed value
     with pytest.raises(ValueError, match="axis"):
         explorer.figure(axis="knob")
 
