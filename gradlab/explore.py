@@ -23,6 +23,7 @@ import torch
 from .compare import cosine_similarity, relative_error
 from .discrete import REBAR, RELAX, GumbelSoftmaxEstimator  # (before .relax: discrete re-exports relax)
 from .es import es_grad
+from . import problems
 from .finite_diff import fd_grad, forward_grad
 from .problems import (
     GradientProblem,
@@ -36,7 +37,6 @@ from .problems import (
 from .relax import discrete_logits
 
 __all__ = [
-    "GradientProblem",
     "ExplorerEstimator",
     "ESTIMATORS",
     "register_explorer_estimator",
@@ -46,18 +46,12 @@ __all__ = [
     "estimate_once",
     "gradient_view",
     "error_stats",
-    "model_problem",
-    "digits_mlp_problem",
-    "quadratic_problem",
-    "wiggly_problem",
-    "gaussian_problem",
-    "bernoulli_problem",
     "adapted_relax",
     "smoothed",
     "es_slope",
     "log_grid",
     "SMOOTHING_FUNCTIONS",
-]
+] + problems.__all__  # re-exported
 
 
 # =========================================================================== registry
