@@ -147,7 +147,10 @@ def collect(lab: str, root: Path, staging: Path, log: str, results: dict[str, Re
                 result.status = f"failed: {nbgrader_reason(log, student)}"
                 continue
             submission = gb.find_submission(lab, student)
-            result.score = submission.score
+            penalty = submission.late_submission_penalty or 0.0
+            result.score = max(submission.score - penalty, 0.0)
+            if submission.total_seconds_late > 0:
+                result.notes.append(f"late by {submission.total_seconds_late / 3600:.1f} h, penalty {penalty:g}")
             result.status = "needs manual grading" if submission.needs_manual_grade else "graded"
             nb = nbformat.read(graded, as_version=4)
             for kind, words in ((TIMED_OUT, "timed out"), (KERNEL_DIED, "killed the kernel (isolated)")):
