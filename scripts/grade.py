@@ -127,8 +127,9 @@ def nbgrader_reason(log: str, student: str) -> str:
     hits = [i for i, line in enumerate(lines) if "error processing assignment" in line and f"/{student}/" in line]
     if hits:
         for line in lines[hits[-1] + 1:]:
-            if re.match(r"^\w*(Error|Exception)\b", line.strip()) or "died" in line:
-                return line.strip()[:160]
+            line = re.sub(r"^\[[^]]*\]\s*", "", line.strip())  # nbgrader's "[AutogradeApp | ERROR] "
+            if re.match(r"^[\w.]*(Error|Exception)\b", line) or "died" in line:
+                return line[:160]
     return "nbgrader could not grade it (see the log above)"
 
 
