@@ -254,6 +254,12 @@ def test_every_lab_has_its_own_cases(lab):
             "that warns or draws a progress bar, an answer that calls gradlab's reference); copy the format of "
             "solutions/lab1/cases.py and see the instructor guide (book/instructors.md)")
     assert path.is_file(), hint
+    times = ROOT / "solutions" / lab / "cell_times.json"
+    assert times.is_file(), f"run `.venv/bin/python scripts/grade.py --measure {lab}` (per-cell timeouts)"
+    solution = nbformat.read(make_labs.build_source(lab), as_version=4)
+    code_ids = {meta(c)["grade_id"] for c in solution.cells if c.cell_type == "code" and meta(c).get("grade_id")}
+    missing = sorted(code_ids - set(__import__("json").loads(times.read_text())))
+    assert not missing, f"{times.name} has no time for {missing}: run `scripts/grade.py --measure {lab}` again"
     cases = load_cases(lab)
     kinds = {kind for case in cases.values() for kind in case.get("kinds", [])}
     assert REQUIRED_KINDS <= kinds, f"missing kinds {sorted(REQUIRED_KINDS - kinds)}: {hint}"
