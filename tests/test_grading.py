@@ -74,7 +74,9 @@ def meta(cell) -> dict:
 
 
 def answer_ids(nb) -> list[str]:
-    return [meta(c)["grade_id"] for c in nb.cells if meta(c).get("solution")]
+    """Autograded answer cells: code the tests run (written answers, graded by hand, are left out)."""
+    return [meta(c)["grade_id"] for c in nb.cells
+            if meta(c).get("solution") and not meta(c).get("grade") and c.cell_type == "code"]
 
 
 def graded_test_ids(nb) -> dict[str, float]:
@@ -118,6 +120,13 @@ class Submissions:
         self.answers = answer_ids(self.student)
         self.tests = graded_test_ids(self.student)
         self.max_score = sum(self.tests.values())
+        # Answers graded by a person (written answers): a submission that answers them needs manual grading,
+        # and its score so far counts the tests only.
+        self.manual = {meta(c)["grade_id"]: meta(c)["points"] for c in self.student.cells
+                       if meta(c).get("grade") and meta(c).get("solution")}
+        self.done = "needs manual grading" if self.manual else "graded"
+        self.max_score += sum(self.manual.values())
+        self.test_points = sum(self.tests.values())
         self.files: dict[str, bytes] = {}
         self.expected: dict[str, dict] = {}
 
@@ -131,7 +140,7 @@ class Submissions:
 
     def generic(self) -> None:
         first, second, last = self.answers[0], self.answers[1], self.answers[-1]
-        self.add("solution", self.solution, score=self.max_score, failed=[], status="graded")
+        self.add("solution", self.solution, score=self.test_points, failed=[], status=self.done)
         self.add("student", self.student, score=0, failed=sorted(self.tests), status="graded")
 
         # An answer cell that raises after its definitions, one that loops forever after them, and the
@@ -140,8 +149,8 @@ class Submissions:
         cell(nb, first).source += '\nraise RuntimeError("a stray error after the definitions")\n'
         cell(nb, second).source += "\nwhile True:\n    pass\n"
         cell(nb, last).source = "import os\n\nos._exit(1)\n" + cell(nb, last).source
-        self.add("faults", nb, score=self.max_score - self.tests[f"test-{last}"], failed=[f"test-{last}"],
-                 status="graded", notes=[f"timed out: {second}", f"killed the kernel (isolated): {last}"])
+        self.add("faults", nb, score=self.test_points - self.tests[f"test-{last}"], failed=[f"test-{last}"],
+                 status=self.done, notes=[f"timed out: {second}", f"killed the kernel (isolated): {last}"])
 
         # Correct work in a damaged file: a locked cell edited, a test cell's points raised, the last test
         # cell deleted, 20 MB on one line and 20,000 short lines of output, a non-UTF-8 byte.
@@ -155,7 +164,7 @@ class Submissions:
         cell(nb, second).source = "for i in range(20_000):\n    print(i)\n" + cell(nb, second).source
         nb.cells.insert(1, nbformat.v4.new_markdown_cell("NONUTF8"))
         data = nbformat.writes(nb).encode("utf-8").replace(b"NONUTF8", b"caf\xe9 na\xefve")
-        self.add("hostile", data, score=self.max_score, failed=[], status="graded",
+        self.add("hostile", data, score=self.test_points, failed=[], status=self.done,
                  notes=["non-UTF-8 bytes replaced", f"deleted cells put back: {tests[-1]}"])
 
         self.add("truncated", self.files["solution"][: len(self.files["solution"]) // 2], score=None,
@@ -172,7 +181,7 @@ class Submissions:
                  for n in ast.walk(ast.parse(c.source)) if isinstance(n, ast.Name)}
         shadow = SHADOW.replace("{names!r}", repr(sorted(named - answers)))
         for c in nb.cells:
-            if meta(c).get("solution"):
+            if meta(c).get("solution") and c.cell_type == "code":
                 c.source = c.source.replace(STUB, "pass") + shadow
             elif meta(c).get("grade"):
                 c.source = "pass\n"
@@ -186,7 +195,7 @@ class Submissions:
                 cell(nb, grade_id).source = stubs[grade_id]
             for grade_id, source in case.get("answers", {}).items():
                 cell(nb, grade_id).source = source.strip() + "\n"
-            self.add(name, nb, score=case["score"], failed=sorted(case["failed"]), status="graded")
+            self.add(name, nb, score=case["score"], failed=sorted(case["failed"]), status=self.done)
 
 
 def grade_course(lab: str, course: Path) -> dict:
