@@ -78,9 +78,10 @@ def test_student_notebook_installs_gradlab_and_runs_its_visible_tests(lab, fresh
     python, env = fresh_python
     student = nbformat.read(make_labs.release_ipynb(lab), as_version=4)
     solution = {meta(c)["grade_id"]: c.source for c in make_labs_solution(lab).cells if meta(c).get("solution")}
-    answers = [meta(c)["grade_id"] for c in student.cells if meta(c).get("solution")]
+    answers = [meta(c)["grade_id"] for c in student.cells
+               if meta(c).get("solution") and not meta(c).get("grade") and c.cell_type == "code"]
     for c in student.cells:
-        if meta(c).get("solution") and meta(c)["grade_id"] != answers[-1]:
+        if meta(c).get("grade_id") in answers[:-1]:
             c.source = solution[meta(c)["grade_id"]]
     setup = next(i for i, c in enumerate(student.cells) if meta(c).get("grade_id") == "setup")
     student.cells.insert(setup + 1, nbformat.v4.new_code_cell("import gradlab\nprint('GRADLAB AT', gradlab.__file__)"))
