@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup book test labs notebooks bench clean
+.PHONY: setup book test labs grade student-repo notebooks bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -19,6 +19,14 @@ test: setup
 labs: setup
 	$(PY) scripts/make_labs.py
 
+## Autograde every submission of one lab: make grade LAB=lab1 (writes grades/LAB.csv; see book/instructors.md).
+grade: setup
+	$(PY) scripts/grade.py $(LAB)
+
+## Export the student-facing repository (no solutions/, no instructor tools) into DEST.
+student-repo: setup
+	$(PY) scripts/export_student_repo.py $(DEST)
+
 ## Regenerate the paired .ipynb files (Colab launch targets) from the book's .md pages.
 notebooks: setup
 	$(PY) scripts/make_notebooks.py
@@ -27,5 +35,6 @@ notebooks: setup
 bench: setup
 	$(PY) benchmarks/bench_es.py
 
+## Remove build outputs only: student work, grades and the gradebook are never deleted.
 clean:
-	rm -rf _build gradebook.db
+	rm -rf _build .grading

@@ -34,6 +34,8 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_DIR = "solutions"
 RELEASE_DIR = "labs"
+# Instructor scripts a course directory needs (nbgrader_config.py loads the plug-ins; grading runs grade.py).
+COURSE_SCRIPTS = ("gradlab_nbgrader.py", "make_labs.py", "grade.py")
 # Notebook-level metadata kept in generated notebooks; everything else (jupytext's
 # text_representation, editor state) is dropped.
 KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
@@ -119,6 +121,9 @@ def make_lab(lab: str, root: Path = ROOT) -> Path:
 def make_course(labs: list[str], dest: Path, root: Path = ROOT) -> None:
     """Lay out a fresh course directory in ``dest`` (config + lab sources) and generate ``labs``."""
     shutil.copy2(root / "nbgrader_config.py", dest / "nbgrader_config.py")
+    (dest / "scripts").mkdir(exist_ok=True)
+    for script in COURSE_SCRIPTS:
+        shutil.copy2(root / "scripts" / script, dest / "scripts" / script)
     for lab in labs:
         shutil.copytree(root / SOURCE_DIR / lab, dest / SOURCE_DIR / lab, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "__pycache__"))

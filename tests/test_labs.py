@@ -120,6 +120,7 @@ def test_committed_lab_is_up_to_date(course, lab):
 def test_check_mode_detects_a_stale_lab(tmp_path):
     lab = LABS[0]
     shutil.copy2(ROOT / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "solutions" / lab, tmp_path / "solutions" / lab,
                     ignore=shutil.ignore_patterns("*.ipynb"))
     stale = make_labs.release_ipynb(lab, tmp_path)
@@ -185,20 +186,28 @@ def test_colab_install_cell_first_and_inert_outside_colab(lab, monkeypatch):
     assert "google.colab" in first.source and COLAB_URL in first.source, first.source
     code = TransformerManager().transform_cell(first.source)
 
-    def run(in_colab: bool) -> list:
-        calls = []
+    def run(in_colab: bool, override: str | None = None) -> list:
+        """The pip commands the cell runs, with IPython's {name} expansion done from the cell's namespace."""
+        calls, namespace = [], {}
         shell = types.SimpleNamespace(run_line_magic=lambda *args: calls.append(args),
                                       system=lambda *args: calls.append(args))
         if in_colab:
             monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
         else:
             monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-        exec(compile(code, "colab-cell", "exec"), {"get_ipython": lambda: shell})
-        return calls
+        if override is None:
+            monkeypatch.delenv("GRADLAB_INSTALL", raising=False)
+        else:
+            monkeypatch.setenv("GRADLAB_INSTALL", override)
+        namespace["get_ipython"] = lambda: shell
+        exec(compile(code, "colab-cell", "exec"), namespace)
+        return [(name, line.format(**namespace)) for name, line in calls]
 
     assert run(in_colab=False) == [], "outside Colab the install cell must do nothing"
     calls = run(in_colab=True)
     assert len(calls) == 1 and calls[0][0] == "pip" and COLAB_URL in calls[0][1], calls
+    calls = run(in_colab=False, override="/some/checkout")
+    assert len(calls) == 1 and '"/some/checkout"' in calls[0][1] and COLAB_URL not in calls[0][1], calls
 
 
 # ----------------------------------------------------------- (4) autograde end to end
