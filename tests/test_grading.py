@@ -175,7 +175,7 @@ class Submissions:
         nb = self.copy("student")
         answers = set()
         for c in nb.cells:
-            if meta(c).get("solution"):
+            if meta(c).get("solution") and c.cell_type == "code":  # not a written answer (markdown)
                 answers |= defined_names(c.source)
         named = {n.id for c in self.solution.cells if meta(c).get("grade") and not meta(c).get("solution")
                  for n in ast.walk(ast.parse(c.source)) if isinstance(n, ast.Name)}
