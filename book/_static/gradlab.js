@@ -1,0 +1,38 @@
+// gradlab book: mark boxes whose content is wider than the column (wide formulas, tables) so that
+// the reader sees they scroll. Runs after MathJax has typeset the page and again on every resize.
+(function () {
+  "use strict";
+  const SELECTOR = "div.math, div.cell_output table, article table.table";
+
+  function markScrollable() {
+    document.querySelectorAll(SELECTOR).forEach(function (box) {
+      const wide = box.scrollWidth > box.clientWidth + 1;
+      box.classList.toggle("gl-scrolls", wide);
+      let hint = box.nextElementSibling;
+      const hasHint = hint && hint.classList.contains("gl-scroll-hint");
+      if (wide && !hasHint) {
+        hint = document.createElement("span");
+        hint.className = "gl-scroll-hint";
+        hint.textContent = "\u2194 scroll sideways to see all of it";
+        box.insertAdjacentElement("afterend", hint);
+      } else if (!wide && hasHint) {
+        hint.remove();
+      }
+    });
+  }
+
+  function afterMathJax() {
+    if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+      MathJax.startup.promise.then(markScrollable);
+    } else {
+      markScrollable();
+    }
+  }
+
+  window.addEventListener("load", afterMathJax);
+  let timer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(timer);
+    timer = setTimeout(markScrollable, 150);
+  });
+})();
