@@ -115,7 +115,7 @@ def docstring_to_rst(app, what, name, obj, options, lines: list[str]) -> None:
             return f"\n\n.. math::\n\n   {body}\n\n"
 
         text = _DISPLAY_MATH.sub(display, text)
-        text = _INLINE_MATH.sub(lambda m: f":math:`{m.group(1)}`", text)
+        text = _INLINE_MATH.sub(lambda m: f":math:`{m.group(1).strip()}`", text)
     lines[:] = text.split("\n")
 
 
