@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gradlab.compare import cosine_similarity  # noqa: E402
-from gradlab.es import _member_losses, es_grad_model  # noqa: E402
+from gradlab.es_fastpath import member_losses  # noqa: E402
+from gradlab.es_population import es_grad_model  # noqa: E402
 from gradlab.params import flatten_grads, flatten_params  # noqa: E402
 
 try:  # optional contender; never a requirement of gradlab
@@ -145,7 +146,7 @@ class Limit:
                         h = torch.baddbmm(b[:count], h.expand(count, *h.shape[-2:]) if h.dim() == 2 else h, a[:count])
                     else:
                         h = a(h)
-                losses.append(_member_losses(loss_fn, h, y))  # the same batched loss as gradlab
+                losses.append(member_losses(loss_fn, h, y))  # the same batched loss as gradlab
         return torch.cat(losses)
 
 

@@ -23,8 +23,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from .es import _check_sigma, sample_noise
-from .finite_diff import _check_count, _check_positive, evaluate_batch
+from .batch import evaluate_batch
+from .checks import check_callable, check_count, check_module, check_positive, check_sigma
+from .noise import sample_noise
 from .params import assign_grads, flatten_params
 
 __all__ = ["BlackboxGradientEstimator"]
@@ -51,10 +52,7 @@ class BlackboxGradientEstimator:
         baseline: bool = False,
         generator: Optional[torch.Generator] = None,
     ) -> None:
-        if not callable(black_box_function):
-            raise TypeError(
-                f"black_box_function must be callable, got {type(black_box_function).__name__}"
-            )
+        check_callable(black_box_function, "black_box_function")
         if not isinstance(baseline, bool):
             raise TypeError(f"baseline must be a bool, got {type(baseline).__name__}")
         self.black_box_function = black_box_function
@@ -63,8 +61,8 @@ class BlackboxGradientEstimator:
 
     def estimate(self, mu: torch.Tensor, num_samples: int, sigma: float) -> torch.Tensor:
         r"""$\frac1n\sum_k (L_{bb}(\mu + \sigma z_k) - b_k)\, z_k/\sigma$, unclipped and unscaled."""
-        _check_count(num_samples, "num_samples")
-        sigma = _check_sigma(sigma)
+        check_count(num_samples, "num_samples")
+        sigma = check_sigma(sigma)
         if self.baseline and num_samples < 2:
             raise ValueError("baseline=True needs num_samples >= 2 (leave-one-out mean)")
         mu = mu.detach()
@@ -93,14 +91,13 @@ class BlackboxGradientEstimator:
         every parameter's ``.grad`` (created if missing), so call it after
         ``loss.backward()`` and before ``optimizer.step()``. Returns the added vector.
         """
-        if not isinstance(network, nn.Module):
-            raise TypeError(f"network must be a torch.nn.Module, got {type(network).__name__}")
+        check_module(network, "network")
         if isinstance(bb_objective_coef, bool) or not isinstance(bb_objective_coef, (int, float)):
             raise TypeError(
                 f"bb_objective_coef must be a number, got {type(bb_objective_coef).__name__}"
             )
         if clip_norm is not None:
-            clip_norm = _check_positive(clip_norm, "clip_norm")
+            clip_norm = check_positive(clip_norm, "clip_norm")
         mu = flatten_params(network)
         if mu.numel() == 0:
             raise ValueError("network has no parameters")

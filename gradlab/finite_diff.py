@@ -34,58 +34,21 @@ $(\nabla f(x)^\top v)\, v$ is an unbiased estimate of $\nabla f(x)$.
 """
 from __future__ import annotations
 
-import math
 import warnings
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import torch
 
-__all__ = ["fd_grad", "fd_directional", "forward_grad", "default_eps", "evaluate_batch"]
+from .batch import Vectorized, check_vectorized, evaluate_batch
+from .checks import as_scalar, check_choice, check_count, check_positive, check_tensor
+
+# evaluate_batch lives in gradlab.batch; it stays importable from here for older code.
+__all__ = ["SCHEMES", "fd_grad", "fd_directional", "forward_grad", "default_eps", "evaluate_batch"]
 
 SCHEMES = ("forward", "backward", "central")
-Vectorized = Union[bool, str]
 
 # Elements per batch of perturbed points when no chunk size is given (32 MB in float32).
 _POINTS_BUDGET = 2**23
-
-
-# --------------------------------------------------------------------------- validation
-def _check_tensor(x: object, name: str = "x") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty")
-    return x
-
-
-def _check_scheme(scheme: object) -> str:
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    return scheme  # type: ignore[return-value]
-
-
-def _check_positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _check_count(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _check_vectorized(vectorized: object) -> Vectorized:
-    if vectorized not in (True, False, "auto"):
-        raise ValueError(f"vectorized must be True, False or 'auto', got {vectorized!r}")
-    return vectorized  # type: ignore[return-value]
 
 
 def default_eps(dtype: torch.dtype, scheme: str = "central") -> float:
@@ -94,81 +57,14 @@ def default_eps(dtype: torch.dtype, scheme: str = "central") -> float:
     $\varepsilon$ is ``torch.finfo(dtype).eps``; see the module docstring for the
     truncation/round-off trade-off behind these values.
     """
-    _check_scheme(scheme)
+    check_choice(scheme, "scheme", SCHEMES)
     machine_eps = torch.finfo(dtype).eps
     return machine_eps ** (1.0 / 3.0) if scheme == "central" else machine_eps**0.5
 
 
-# --------------------------------------------------------------------------- evaluation
-def _as_value(out: Any, device: torch.device, name: str) -> torch.Tensor:
-    """One evaluation of a black box as a 1-element tensor (Python/NumPy numbers allowed)."""
-    if isinstance(out, torch.Tensor):
-        value = out.detach()
-    else:
-        try:
-            value = torch.as_tensor(out, dtype=torch.float64)
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise TypeError(
-                f"{name} must return a scalar tensor or number, got {type(out).__name__}"
-            ) from error
-    if value.numel() != 1:
-        raise ValueError(
-            f"{name} must return a scalar (one element), got shape {tuple(value.shape)}"
-        )
-    return value.reshape(()).to(device)
-
-
-def evaluate_batch(
-    f: Callable[[torch.Tensor], Any],
-    points: torch.Tensor,
-    *,
-    vectorized: Vectorized = "auto",
-    chunk_size: Optional[int] = None,
-    name: str = "f",
-) -> torch.Tensor:
-    """Evaluate a scalar function at each ``points[k]``; returns a tensor of shape ``(K,)``.
-
-    ``vectorized=True`` evaluates all points in one ``torch.func.vmap`` call
-    (``chunk_size`` points at a time), ``False`` loops over the points, and
-    ``"auto"`` tries ``vmap`` and falls back to the loop when ``f`` cannot be
-    vmapped. Gradients are never recorded. Raises ``ValueError`` if ``f`` returns
-    more than one number per point or any NaN/inf.
-    """
-    _check_vectorized(vectorized)
-    count = points.shape[0]
-    values: Optional[torch.Tensor] = None
-    with torch.no_grad():
-        if vectorized:
-            try:
-                out = torch.func.vmap(f, chunk_size=chunk_size)(points)
-            except Exception:  # noqa: BLE001
-                # vmap cannot trace every black box (.item(), NumPy, data-dependent
-                # Python control flow, random ops...). With "auto" the plain loop
-                # below handles those; a genuine error in f is raised again there.
-                if vectorized is True:
-                    raise
-            else:
-                if not isinstance(out, torch.Tensor):
-                    raise TypeError(f"{name} must return a tensor, got {type(out).__name__}")
-                if out.dim() == 0 or out.shape[0] != count or out[0].numel() != 1:
-                    shape = tuple(out.shape[1:])
-                    raise ValueError(f"{name} must return a scalar (one element), got shape {shape}")
-                values = out.detach().reshape(count)
-        if values is None:
-            # Per-point loop: the fallback for black boxes vmap cannot handle.
-            values = torch.stack([_as_value(f(p), points.device, name) for p in points])
-    bad = ~torch.isfinite(values)
-    if bad.any():
-        raise ValueError(
-            f"{name} returned a non-finite value (NaN or inf) at {int(bad.sum())} of {count} "
-            "evaluation points; reduce the step/sigma or check the function"
-        )
-    return values
-
-
 # --------------------------------------------------------------------------- finite differences
 def _steps(x: torch.Tensor, eps: Optional[float], scheme: str) -> torch.Tensor:
-    eps = default_eps(x.dtype, scheme) if eps is None else _check_positive(eps, "eps")
+    eps = default_eps(x.dtype, scheme) if eps is None else check_positive(eps, "eps")
     return eps * x.abs().clamp(min=1.0)
 
 
@@ -199,10 +95,10 @@ def fd_grad(
     Returns:
         The estimate, shaped like ``x``.
     """
-    _check_tensor(x)
-    _check_scheme(scheme)
+    check_tensor(x)
+    check_choice(scheme, "scheme", SCHEMES)
     if chunk_size is not None:
-        _check_count(chunk_size, "chunk_size")
+        check_count(chunk_size, "chunk_size")
     flat = x.detach().reshape(-1)
     dim = flat.numel()
     h = _steps(flat, eps, scheme)
@@ -247,16 +143,16 @@ def fd_directional(
     central $\dfrac{f(x + t v) - f(x - t v)}{2t}$, forward $\dfrac{f(x + t v) - f(x)}{t}$,
     backward $\dfrac{f(x) - f(x - t v)}{t}$. Returns a 0-d tensor.
     """
-    _check_tensor(x)
-    _check_tensor(v, "v")
-    _check_scheme(scheme)
+    check_tensor(x)
+    check_tensor(v, "v")
+    check_choice(scheme, "scheme", SCHEMES)
     if v.shape != x.shape:
         raise ValueError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
     x0, v0 = x.detach(), v.detach().to(x.dtype)
     v_scale = float(v0.abs().max())
     if v_scale == 0:
         raise ValueError("v must not be the zero vector")
-    eps = default_eps(x.dtype, scheme) if eps is None else _check_positive(eps, "eps")
+    eps = default_eps(x.dtype, scheme) if eps is None else check_positive(eps, "eps")
     t = eps * max(1.0, float(x0.abs().max())) / v_scale
     plus = x0 + t * v0 if scheme != "backward" else x0
     minus = x0 - t * v0 if scheme != "forward" else x0
@@ -282,9 +178,9 @@ def forward_grad(
     $(\|\nabla f\|^2 + g_i^2)/N$. ``f`` must be built from differentiable torch ops.
     The tangents are vmapped (``vectorized``), with a loop fallback.
     """
-    _check_tensor(x)
-    _check_count(num_samples, "num_samples")
-    _check_vectorized(vectorized)
+    check_tensor(x)
+    check_count(num_samples, "num_samples")
+    check_vectorized(vectorized)
     x0 = x.detach()
     gen_device = generator.device if generator is not None else x0.device
     tangents = torch.randn(
@@ -299,10 +195,7 @@ def forward_grad(
                 "ignore", message=".*torch.jit.script.*", category=DeprecationWarning
             )
             value, slope = torch.func.jvp(f, (x0,), (v,))
-        if not isinstance(slope, torch.Tensor) or slope.numel() != 1:
-            shape = tuple(slope.shape) if isinstance(slope, torch.Tensor) else type(slope).__name__
-            raise ValueError(f"f must return a scalar (one element), got {shape}")
-        return slope.reshape(())
+        return as_scalar(slope, "f")
 
     slopes = evaluate_batch(directional, tangents, vectorized=vectorized, name="f")
     return torch.tensordot(slopes.to(x0.dtype), tangents, dims=1) / num_samples

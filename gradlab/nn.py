@@ -5,8 +5,8 @@ be placed in ``nn.Sequential``. These thin wrappers make :mod:`gradlab.autograd`
 drop-in replacements for ``torch.nn.ReLU`` and ``torch.nn.Linear``, e.g.
 ``build_mlp(64, [32], 10, nonlinearity_module=gradlab.nn.ReQU)``.
 
-``gradlab.nn.ZeroOrderModule`` (defined in :mod:`gradlab.es`) is re-exported
-lazily, see :func:`__getattr__` at the end of this file.
+``gradlab.nn.ZeroOrderModule`` is re-exported from :mod:`gradlab.es_autograd`:
+a module whose parameters get evolution-strategies gradients.
 """
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from .autograd import linear, my_relu, requ
+from .es_autograd import ZeroOrderModule
 
-__all__ = ["ReLU", "ReQU", "Linear"]
+__all__ = ["ReLU", "ReQU", "Linear", "ZeroOrderModule"]
 
 
 class ReLU(nn.Module):
@@ -86,21 +87,3 @@ class Linear(nn.Module):
             f"bias={self.bias is not None}"
         )
 
-
-def __getattr__(name: str) -> Any:
-    """Lazily re-export ``ZeroOrderModule`` from :mod:`gradlab.es` (PEP 562).
-
-    Lazy so that importing ``gradlab.nn`` never imports the ES code (and no import
-    cycle arises if ``gradlab.es`` imports this module).
-    """
-    if name == "ZeroOrderModule":
-        try:
-            from .es import ZeroOrderModule
-        except ModuleNotFoundError as error:
-            if error.name != f"{__package__}.es":
-                raise
-            raise AttributeError(
-                f"module {__name__!r} has no attribute {name!r} (gradlab.es is not available)"
-            ) from error
-        return ZeroOrderModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
+from .checks import check_module
+
 __all__ = [
     "flatten_params",
     "unflatten_params",
@@ -20,11 +22,6 @@ __all__ = [
     "assign_grads",
     "param_shapes",
 ]
-
-
-def _check_module(model: object) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def _check_vector(vec: object, model: nn.Module) -> None:
@@ -43,13 +40,13 @@ def _check_vector(vec: object, model: nn.Module) -> None:
 
 def param_shapes(model: nn.Module) -> List[Tuple[str, torch.Size, int]]:
     """``(name, shape, numel)`` of every parameter, in ``named_parameters()`` order."""
-    _check_module(model)
+    check_module(model)
     return [(name, p.shape, p.numel()) for name, p in model.named_parameters()]
 
 
 def flatten_params(model: nn.Module) -> torch.Tensor:
     r"""$\theta$: all parameters concatenated into a new 1-D tensor (a detached copy)."""
-    _check_module(model)
+    check_module(model)
     params = [p.detach().reshape(-1) for p in model.parameters()]
     if not params:
         return torch.empty(0)
@@ -62,7 +59,7 @@ def unflatten_params(vec: torch.Tensor, model: nn.Module) -> Dict[str, torch.Ten
     The tensors are views of ``vec`` (no copy), so autograd flows from them back
     to ``vec``; the dict plugs into ``torch.func.functional_call(model, params, x)``.
     """
-    _check_module(model)
+    check_module(model)
     _check_vector(vec, model)
     out: Dict[str, torch.Tensor] = {}
     offset = 0
@@ -74,7 +71,7 @@ def unflatten_params(vec: torch.Tensor, model: nn.Module) -> Dict[str, torch.Ten
 
 def assign_params(model: nn.Module, vec: torch.Tensor) -> None:
     """Copy ``vec`` into the model's parameters in place (under ``torch.no_grad``)."""
-    _check_module(model)
+    check_module(model)
     _check_vector(vec, model)
     with torch.no_grad():
         for p, value in zip(model.parameters(), unflatten_params(vec, model).values()):
@@ -83,7 +80,7 @@ def assign_params(model: nn.Module, vec: torch.Tensor) -> None:
 
 def flatten_grads(model: nn.Module) -> torch.Tensor:
     r"""$\nabla_\theta$: all ``.grad`` concatenated (zeros where a gradient is ``None``)."""
-    _check_module(model)
+    check_module(model)
     grads = [
         (torch.zeros_like(p) if p.grad is None else p.grad.detach()).reshape(-1)
         for p in model.parameters()
@@ -98,7 +95,7 @@ def assign_grads(model: nn.Module, vec: torch.Tensor, accumulate: bool = False) 
 
     Use it to hand an estimated gradient to any ``torch.optim`` optimizer.
     """
-    _check_module(model)
+    check_module(model)
     _check_vector(vec, model)
     with torch.no_grad():
         for p, value in zip(model.parameters(), unflatten_params(vec, model).values()):

@@ -145,3 +145,16 @@ def test_blackbox_regularizer_loop_on_iris_lowers_the_objective_and_keeps_accura
     assert min(bb_history[-20:]) < min(bb_history[:20]) - 5
     assert accuracy >= 0.9  # measured: 0.98
     assert wb_history[-1] < 0.2
+
+
+def test_leave_one_out_baseline_is_exact_for_a_fixed_draw():
+    # b_k is the mean of the *other* n - 1 values; a baseline that includes value k itself
+    # shrinks the estimate by (n - 1)/n (5% at n = 20), which a statistical tolerance cannot see.
+    n, sigma, seed = 20, 0.5, 40
+    est = BlackboxGradientEstimator(offset_quadratic, baseline=True, generator=torch.Generator().manual_seed(seed))
+    got = est.estimate(MU, n, sigma)
+    z = torch.randn(n, 4, generator=torch.Generator().manual_seed(seed), dtype=F64)
+    values = torch.stack([offset_quadratic(MU + sigma * z_k) for z_k in z])
+    others = torch.stack([torch.cat([values[:k], values[k + 1 :]]).mean() for k in range(n)])
+    expected = sum((values[k] - others[k]) * z[k] for k in range(n)) / (n * sigma)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)

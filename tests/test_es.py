@@ -105,6 +105,38 @@ def test_antithetic_has_lower_variance_than_naive_on_a_smooth_function():
     assert anti.var(0).sum() < 0.05 * naive.var(0).sum()
 
 
+def total_variance(estimates: torch.Tensor):
+    r"""$\mathbb E\|\hat g - \bar g\|^2$ from repeated estimates, and its standard error."""
+    squared = ((estimates - estimates.mean(0)) ** 2).sum(1)
+    return float(squared.mean()), float(squared.std()) / math.sqrt(squared.numel())
+
+
+def test_forward_has_lower_variance_than_naive():
+    # naive weights carry f(x + sigma z)/sigma, forward only (f(x + sigma z) - f(x))/sigma:
+    # the baseline f(x) = cubic(X0) + 4 removes most of the variance.
+    sigma, n = 0.1, 10
+    f = lambda x: cubic(x) + 4.0  # noqa: E731
+    g_naive, g_forward = gen(13), gen(14)
+    naive = repeated(lambda: es_grad(f, X0, sigma=sigma, num_samples=n, method="naive", generator=g_naive), 200)
+    forward = repeated(lambda: es_grad(f, X0, sigma=sigma, num_samples=n, method="forward", generator=g_forward), 200)
+    (v_naive, se_naive), (v_forward, se_forward) = total_variance(naive), total_variance(forward)
+    assert v_naive - v_forward > 4 * math.hypot(se_naive, se_forward), (v_naive, se_naive, v_forward, se_forward)
+
+
+def test_antithetic_centered_ranks_rank_both_halves_together():
+    n, sigma, seed = 6, 0.3, 20
+    got = es_grad(cubic, X0, sigma=sigma, num_samples=n, method="antithetic", generator=gen(seed),
+                  fitness_shaping="centered_rank")
+    z = torch.randn(n, 3, generator=gen(seed), dtype=F64)
+    plus = torch.stack([cubic(X0 + sigma * z_n) for z_n in z])
+    minus = torch.stack([cubic(X0 - sigma * z_n) for z_n in z])
+    joint = centered_ranks(torch.cat([plus, minus]))  # all 2n values ranked together
+    expected = ((joint[:n] - joint[n:]) / (2 * sigma)) @ z / n
+    torch.testing.assert_close(got, expected)
+    separate = ((centered_ranks(plus) - centered_ranks(minus)) / (2 * sigma)) @ z / n
+    assert not torch.allclose(expected, separate)  # so the test tells the two apart
+
+
 def test_vmap_and_loop_give_identical_estimates():
     for method in METHODS:
         a = es_grad(cubic, X0, sigma=0.3, num_samples=7, method=method, generator=gen(1), vectorized=True)
@@ -379,6 +411,31 @@ def test_zero_order_errors():
         zero_order(argnums=1)(lambda w, n: w.sum() * n)(layer.weight, 3)
 
 
+def test_zero_order_negative_argnums_count_from_the_end():
+    a, b, c = (torch.randn(3, generator=gen(k), dtype=F64, requires_grad=True) for k in (30, 31, 32))
+
+    def f(x, y, w):
+        return (x * y * w).sum() + (w**2).sum()
+
+    for argnums, selected in ((-1, (2,)), ((0, -1), (0, 2)), ((-3, -2), (0, 1))):
+        out = zero_order(argnums=argnums, num_samples=5, sigma=0.1, generator=gen(33))(f)(a, b, c)
+        grads = torch.autograd.grad(out, (a, b, c), allow_unused=True)
+        assert [k for k, g in enumerate(grads) if g is not None] == list(selected), argnums
+        args = [a.detach(), b.detach(), c.detach()]
+
+        def flat_f(t):
+            new = list(args)
+            for k, piece in zip(selected, t.split(3)):
+                new[k] = piece
+            return f(*new)
+
+        ref = es_grad(flat_f, torch.cat([args[k] for k in selected]), sigma=0.1, num_samples=5,
+                      method="naive", generator=gen(33))
+        torch.testing.assert_close(torch.cat([grads[k] for k in selected]), ref)
+    with pytest.raises(ValueError, match="twice"):
+        zero_order(argnums=(2, -1))(f)(a, b, c)
+
+
 class Regression(ZeroOrderModule, method="antithetic", num_samples=9, sigma=0.1):
     def __init__(self):
         super().__init__()
@@ -400,6 +457,29 @@ def test_zero_order_module_matches_es_grad_model():
     ref = es_grad_model(plain, nn.MSELoss(), x, y, sigma=0.1, num_samples=9, generator=gen(16))
     torch.testing.assert_close(est, ref)
     assert gnn.ZeroOrderModule is ZeroOrderModule
+
+
+def test_zero_order_module_called_twice_gives_es_estimates_both_times():
+    _, x, y = linear_problem()
+    torch.manual_seed(3)
+    net = Regression()
+    net.generator = gen(17)
+    torch.manual_seed(3)
+    plain = nn.Sequential(nn.Linear(5, 2).double())
+    exact = backprop_grad(plain, nn.MSELoss(), x, y)
+    reference_generator = gen(17)
+    for call in range(2):
+        net.zero_grad()
+        net(x, y).backward()
+        ref = es_grad_model(plain, nn.MSELoss(), x, y, sigma=0.1, num_samples=9, generator=reference_generator)
+        torch.testing.assert_close(flatten_grads(net), ref, msg=f"call {call + 1}")
+        assert not torch.allclose(flatten_grads(net), exact, rtol=1e-3, atol=1e-6), f"call {call + 1} is exact"
+    with pytest.raises(RuntimeError):
+        net(x[:, :3], y)  # a failing call must not leave the module in its inner (exact) mode
+    net.zero_grad()
+    net(x, y).backward()
+    ref = es_grad_model(plain, nn.MSELoss(), x, y, sigma=0.1, num_samples=9, generator=reference_generator)
+    torch.testing.assert_close(flatten_grads(net), ref)
 
 
 def test_zero_order_module_uses_a_custom_sample_and_class_keywords():

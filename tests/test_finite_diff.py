@@ -145,3 +145,35 @@ def test_evaluate_batch_reports_every_failure_mode():
         evaluate_batch(lambda p: p.sum() / 0.0, points)
     with pytest.raises(ValueError, match="vectorized"):
         evaluate_batch(lambda p: p.sum(), points, vectorized="yes")
+
+
+# ---------------------------------------------------------------- every coordinate, every step size
+@pytest.mark.parametrize("scheme", ["central", "forward", "backward"])
+@pytest.mark.parametrize(
+    "shape, chunk_size",
+    [((5,), 2), ((5,), 4), ((7,), 3), ((1,), None), ((1,), 1), ((3, 3), 4)],
+    ids=["last-chunk-of-1", "last-chunk-of-1b", "last-chunk-of-1c", "one-element", "one-element-chunk-1", "2d"],
+)
+def test_every_coordinate_is_differenced_including_a_last_chunk_of_one(scheme, shape, chunk_size):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    tol = 1e-8 if scheme == "central" else 1e-5  # O(h^2) vs O(h) truncation at the default steps
+    got = fd_grad(smooth, x, scheme=scheme, chunk_size=chunk_size)
+    torch.testing.assert_close(got, autograd_grad(smooth, x), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("scheme", ["central", "forward", "backward"])
+@pytest.mark.parametrize("v_scale", [1e-3, 1.0, 1e3])
+def test_directional_step_moves_no_coordinate_more_than_the_default_step(x64, scheme, v_scale):
+    x = 3 * x64  # max |x_i| > 1, so the relative step matters too
+    v = v_scale * torch.randn(3, 4, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    points = []
+
+    def recording(t: torch.Tensor) -> torch.Tensor:
+        points.append(t.detach().clone())
+        return smooth(t)
+
+    fd_directional(recording, x, v, scheme=scheme)
+    moved = max(float((p - x).abs().max()) for p in points)
+    h = default_eps(torch.float64, scheme) * max(1.0, float(x.abs().max()))
+    # the largest move is the default per-coordinate step (up to rounding), whatever |v| is
+    assert h * (1 - 1e-6) <= moved <= h * (1 + 1e-6), (moved, h)

@@ -1,0 +1,197 @@
+r"""Gradients of expectations: one signature for every estimator.
+
+$$g(\theta) = \nabla_\theta\, \mathbb E_{x\sim p_\theta}[f(x)]$$
+
+:func:`expectation_grad` returns **per-sample** estimates $\hat g_1, \dots, \hat g_N$
+(shape ``(num_samples, *theta.shape)``): their mean is the estimate, their variance
+tells how good it is. ``f`` maps a batch of samples (shape ``(N, *sample_shape)``)
+to costs of shape ``(N,)`` (a function of one sample is lifted with
+:func:`gradlab.per_sample`); ``make_dist(theta)`` returns a
+``torch.distributions.Distribution``; ``estimator`` is a name of :data:`ESTIMATORS`
+or any object with the method ``per_sample_grads`` of the same signature.
+
+| name | estimator | distributions | $f$ | unbiased | evaluations of $f$ per sample |
+|---|---|---|---|---|---|
+| ``"score"`` | :class:`~gradlab.score.ScoreFunction` | any with ``log_prob`` | black box | yes, except with ``baseline="optimal"`` | 1 (``"delta"``: +1 and one backward per batch) |
+| ``"pathwise"`` | :class:`~gradlab.pathwise.Pathwise` | ``has_rsample`` | differentiable | yes | 1 (+ backward) |
+| ``"measure_valued"`` | :class:`~gradlab.measure_valued.MeasureValued` | Normal, Bernoulli, Categorical, products | black box | yes | 2 per Normal/Bernoulli parameter, K per Categorical coordinate |
+
+:func:`surrogate_loss` is the training-loop form: a scalar whose ``backward()`` puts
+the mean estimate into the ``.grad`` of whatever ``dist`` was built from.
+:func:`exact_expectation_grad` enumerates small discrete distributions: the ground truth.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import distributions as D
+
+from .checks import check_callable
+from .distributions import check_distribution, check_num_samples, unwrap_independent
+from .measure_valued import MeasureValued
+from .pathwise import Pathwise
+from .score import ScoreFunction
+
+__all__ = [
+    "ESTIMATORS",
+    "register_estimator",
+    "get_estimator",
+    "expectation_grad",
+    "surrogate_loss",
+    "exact_expectation_grad",
+]
+
+ESTIMATORS: Dict[str, object] = {}
+MAX_ENUMERATION = 2**16  # joint states exact_expectation_grad agrees to enumerate
+
+
+def register_estimator(name: str, estimator: object) -> None:
+    """Make ``estimator`` (an object with ``per_sample_grads``) available as ``estimator=name``."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str, got {name!r}")
+    if not callable(getattr(estimator, "per_sample_grads", None)):
+        raise TypeError(
+            f"estimator must have a method per_sample_grads(f, make_dist, theta, *, num_samples, "
+            f"baseline=None, generator=None), got {type(estimator).__name__}"
+        )
+    ESTIMATORS[name] = estimator
+
+
+for _estimator in (ScoreFunction(), Pathwise(), MeasureValued()):
+    register_estimator(_estimator.name, _estimator)
+
+
+def get_estimator(estimator: object) -> object:
+    """A registered name or an estimator object → the estimator object."""
+    if isinstance(estimator, str):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)} or an estimator object, got {estimator!r}")
+        return ESTIMATORS[estimator]
+    if callable(getattr(estimator, "per_sample_grads", None)):
+        return estimator
+    raise TypeError(
+        f"estimator must be a registered name {sorted(ESTIMATORS)} or an object with per_sample_grads, "
+        f"got {type(estimator).__name__}"
+    )
+
+
+def _check_theta(theta: object) -> torch.Tensor:
+    if not isinstance(theta, torch.Tensor):
+        raise TypeError(f"theta must be a tensor, got {type(theta).__name__}")
+    if not theta.is_floating_point():
+        raise TypeError(f"theta must have a floating dtype, got {theta.dtype}")
+    return theta
+
+
+def expectation_grad(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    make_dist: Callable[[torch.Tensor], D.Distribution],
+    theta: torch.Tensor,
+    *,
+    estimator: object,
+    num_samples: int,
+    baseline: object = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    r"""Per-sample estimates of $\nabla_\theta \mathbb E_{x\sim \text{make\_dist}(\theta)}[f(x)]$.
+
+    Args:
+        f: batched cost, ``(N, *sample_shape) -> (N,)``, finite values.
+        make_dist: ``theta -> torch.distributions.Distribution`` (differentiable in theta).
+        theta: floating tensor of any shape; never modified, its ``.grad`` untouched.
+        estimator: ``"score"``, ``"pathwise"``, ``"measure_valued"`` (see :data:`ESTIMATORS`)
+            or an object with ``per_sample_grads`` of this signature.
+        num_samples: $N \ge 1$ (``baseline="rloo"`` needs $N \ge 2$).
+        baseline: score function only: ``None``, a number, ``"rloo"``, ``"optimal"``,
+            ``"optimal_loo"``, ``"delta"`` or a :class:`gradlab.control_variates.Baseline` (e.g. an
+            :class:`~gradlab.control_variates.EMABaseline`).
+        generator: ``torch.Generator``; the same state gives the same numbers.
+
+    Returns:
+        Tensor of shape ``(num_samples, *theta.shape)``; ``.mean(0)`` is the estimate.
+    """
+    check_callable(f, "f")
+    check_callable(make_dist, "make_dist")
+    theta = _check_theta(theta)
+    check_num_samples(num_samples)
+    chosen = get_estimator(estimator)
+    grads = chosen.per_sample_grads(
+        f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
+    )
+    expected = (num_samples, *theta.shape)
+    if not isinstance(grads, torch.Tensor) or tuple(grads.shape) != expected:
+        got = tuple(grads.shape) if isinstance(grads, torch.Tensor) else type(grads).__name__
+        raise ValueError(f"estimator {estimator!r} returned {got}, expected shape {expected}")
+    return grads.detach()
+
+
+def surrogate_loss(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    dist: D.Distribution,
+    *,
+    estimator: object = "score",
+    num_samples: int,
+    baseline: object = None,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    r"""A scalar whose ``.backward()`` gives the mean estimate for the tensors ``dist`` was built from.
+
+    ``"score"``: $\bar f + L - \operatorname{stop}(L)$ with
+    $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$ (value: the Monte
+    Carlo estimate of $\mathbb E[f]$; baselines as in :func:`expectation_grad`
+    except ``"optimal"``). ``"pathwise"``: $\bar f$ over ``rsample`` draws.
+    ``"measure_valued"``: $\sum_i \lambda_i \operatorname{stop}(\bar g_i)$ shifted to
+    value 0. Use it in a training loop (policy gradient, latent-variable models).
+    """
+    check_distribution(dist, "dist")
+    check_num_samples(num_samples)
+    chosen = get_estimator(estimator)
+    if not callable(getattr(chosen, "surrogate_loss", None)):
+        raise TypeError(f"estimator {estimator!r} has no surrogate_loss method")
+    return chosen.surrogate_loss(f, dist, num_samples=num_samples, baseline=baseline, generator=generator)
+
+
+def _support_states(dist: D.Distribution) -> torch.Tensor:
+    """All joint outcomes of a product of Bernoulli/Categorical factors: shape (S, *sample_shape)."""
+    base = unwrap_independent(dist)
+    if type(base) not in (D.Bernoulli, D.Categorical):
+        raise ValueError(
+            f"exact_expectation_grad enumerates Bernoulli or Categorical (and products), got {type(dist).__name__}"
+        )
+    shape = base.batch_shape
+    values = base.enumerate_support(expand=False).reshape(-1)  # the K outcomes of one factor
+    count = len(values) ** shape.numel()
+    if count > MAX_ENUMERATION:
+        raise ValueError(f"exact_expectation_grad: {count} joint states exceed {MAX_ENUMERATION}")
+    grids = torch.meshgrid(*[values] * shape.numel(), indexing="ij") if shape.numel() else []
+    states = torch.stack([g.reshape(-1) for g in grids], dim=1) if grids else values[:1].reshape(1, 0)
+    return states.reshape(-1, *shape)
+
+
+def exact_expectation_grad(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    make_dist: Callable[[torch.Tensor], D.Distribution],
+    theta: torch.Tensor,
+) -> torch.Tensor:
+    r"""$\nabla_\theta \sum_x p_\theta(x) f(x)$ by enumerating every outcome $x$ and autograd.
+
+    For Bernoulli and Categorical distributions and their products (a batch shape,
+    or ``Independent``), up to :data:`MAX_ENUMERATION` joint states. ``f`` is
+    batched as in :func:`expectation_grad`. Returns a tensor shaped like ``theta``.
+    """
+    theta = _check_theta(theta)
+    leaf = theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        dist = check_distribution(make_dist(leaf))
+        states = _support_states(dist)
+        with torch.no_grad():
+            values = f(states)
+        if not isinstance(values, torch.Tensor) or values.shape != (states.shape[0],):
+            raise ValueError(f"f must map {states.shape[0]} states to shape ({states.shape[0]},)")
+        log_prob = dist.log_prob(states).reshape(states.shape[0], -1).sum(1)
+        expectation = (log_prob.exp() * values.to(log_prob.dtype)).sum()
+        (grad,) = torch.autograd.grad(expectation, leaf, allow_unused=True)
+    return torch.zeros_like(theta) if grad is None else grad
+
+
