@@ -119,9 +119,26 @@ def docstring_to_rst(app, what, name, obj, options, lines: list[str]) -> None:
     lines[:] = text.split("\n")
 
 
+def resolve_gradlab_reference(app, env, node, contnode):
+    """Docstrings name objects by their defining module (`gradlab.es_point.es_grad`); the API page documents
+    them under their public name (`gradlab.es_grad`). Link to that; an internal helper that is not public
+    (not in `gradlab.__all__`) is shown as plain code instead of a broken link."""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("gradlab."):
+        return None
+    public = "gradlab." + target.rsplit(".", 1)[-1]
+    if public != target:
+        domain = env.get_domain("py")
+        found = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], public, node, contnode)
+        if found is not None:
+            return found
+    return contnode
+
+
 def setup(app):
     # Run after sphinx-thebe and the themes have added their scripts.
     app.connect("html-page-context", drop_duplicate_scripts, priority=900)
     app.connect("source-read", insert_api)
     app.connect("autodoc-process-docstring", docstring_to_rst)
+    app.connect("missing-reference", resolve_gradlab_reference)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
