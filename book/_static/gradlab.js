@@ -5,6 +5,15 @@
   const SELECTOR = "div.math, div.cell_output table, article table.table";
 
   function markScrollable() {
+    // An inline formula wider than its paragraph becomes its own scrolling box.
+    document.querySelectorAll('mjx-container:not([display="true"])').forEach(function (formula) {
+      const block = formula.parentElement && formula.parentElement.closest("p, li, dd, td, div");
+      if (!block) return;
+      formula.classList.remove("gl-wide-inline");
+      if (formula.getBoundingClientRect().width > block.clientWidth + 1) {
+        formula.classList.add("gl-wide-inline");
+      }
+    });
     document.querySelectorAll(SELECTOR).forEach(function (box) {
       const wide = box.scrollWidth > box.clientWidth + 1;
       box.classList.toggle("gl-scrolls", wide);
