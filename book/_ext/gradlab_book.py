@@ -43,7 +43,8 @@ def public_api() -> list[tuple[str, list[str]]]:
     """gradlab's public names grouped by the module that defines them, in `gradlab.__all__` order.
 
     Modules listed in `__all__` come first in their own order; a name whose defining module is
-    not listed there gets a group of its own. `__version__` and other plain values are skipped.
+    not listed there gets a group of its own. Values (not functions or classes, e.g. a registry)
+    are grouped with the module they are imported from; `__version__` is skipped.
     """
     import gradlab
 
@@ -54,9 +55,12 @@ def public_api() -> list[tuple[str, list[str]]]:
             groups.setdefault(obj.__name__, [])
     for name in gradlab.__all__:
         obj = getattr(gradlab, name)
-        if inspect.ismodule(obj) or not (inspect.isclass(obj) or callable(obj)):
+        if inspect.ismodule(obj) or name.startswith("__"):
             continue
-        module = getattr(obj, "__module__", None) or "gradlab"
+        module = getattr(obj, "__module__", None) if (inspect.isclass(obj) or callable(obj)) else None
+        if module is None:  # a value: find the public module that holds the same object
+            module = next((m.__name__ for m in map(lambda n: getattr(gradlab, n), gradlab.__all__)
+                           if inspect.ismodule(m) and getattr(m, name, None) is obj), "gradlab")
         groups.setdefault(module, []).append(name)
     return list(groups.items())
 
@@ -73,8 +77,12 @@ def api_markdown() -> str:
             obj = getattr(gradlab, name)
             if inspect.isclass(obj):
                 lines += [f".. autoclass:: gradlab.{name}", "   :members:", ""]
-            else:
+            elif callable(obj):
                 lines += [f".. autofunction:: gradlab.{name}", ""]
+            else:  # a public value, e.g. a registry: its type and, for a mapping, its current keys
+                keys = ", ".join(f"``{k!r}``" for k in obj) if isinstance(obj, dict) else ""
+                lines += [f".. py:data:: {name}", "   :module: gradlab", f"   :type: {type(obj).__name__}", "",
+                          f"   A ``{type(obj).__name__}``" + (f" with the keys {keys}." if keys else "."), ""]
         lines += ["```", ""]
     return "\n".join(lines)
 
