@@ -102,6 +102,14 @@ OVERFLOW_JS = """() => {
   return out;
 }"""
 
+# Wide display formulas that scroll must say so: gradlab.js adds a hint after each of them.
+UNHINTED_JS = """() => [...document.querySelectorAll("article div.math")].filter(box => {
+  const inner = box.querySelector('mjx-container[display="true"]') || box;
+  const wide = inner.scrollWidth > inner.clientWidth + 1 || box.scrollWidth > box.clientWidth + 1;
+  const hint = box.nextElementSibling;
+  return wide && !(hint && hint.classList.contains("gl-scroll-hint"));
+}).map(box => box.textContent.trim().slice(0, 60))"""
+
 FIGURES_JS = """() => {
   const article = document.querySelector("article");
   const column = article.clientWidth - parseFloat(getComputedStyle(article).paddingLeft)
@@ -163,6 +171,7 @@ def seen(browser, site):
                 "errors": errors,
                 "outside": outside,
                 "overflow": page.evaluate(OVERFLOW_JS),
+                "unhinted": page.evaluate(UNHINTED_JS),
                 "figures": page.evaluate(FIGURES_JS) if width == DESKTOP else None,
             }
             page.context.close()
@@ -188,6 +197,12 @@ def test_phone_navigation_opens_and_lists_every_chapter(browser, site, built):
 def test_nothing_is_cut_off_at_the_right(seen, width):
     cut = {name: r["overflow"][:5] for (name, w), r in seen.items() if w == width and r["overflow"]}
     assert not cut, f"at {width} px, content overflows outside a scrollable box: {cut}"
+
+
+@pytest.mark.parametrize("width", [DESKTOP, PHONE])
+def test_wide_formulas_scroll_with_a_visible_hint(seen, width):
+    unhinted = {name: r["unhinted"][:3] for (name, w), r in seen.items() if w == width and r["unhinted"]}
+    assert not unhinted, f"at {width} px, wide formulas scroll without a hint: {unhinted}"
 
 
 def test_figures_fill_the_content_column(seen):

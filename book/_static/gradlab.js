@@ -15,8 +15,13 @@
       }
     });
     document.querySelectorAll(SELECTOR).forEach(function (box) {
-      const wide = box.scrollWidth > box.clientWidth + 1;
-      box.classList.toggle("gl-scrolls", wide);
+      // A display formula scrolls inside its MathJax container; tables scroll themselves.
+      const inner = box.querySelector('mjx-container[display="true"]');
+      const scroller = inner && inner.scrollWidth > inner.clientWidth + 1 ? inner : box;
+      const wide = scroller.scrollWidth > scroller.clientWidth + 1;
+      box.classList.remove("gl-scrolls");
+      if (inner) inner.classList.remove("gl-scrolls");
+      scroller.classList.toggle("gl-scrolls", wide);
       let hint = box.nextElementSibling;
       const hasHint = hint && hint.classList.contains("gl-scroll-hint");
       if (wide && !hasHint) {
