@@ -22,6 +22,9 @@ Gradients of expectations (one signature, :func:`gradlab.expectation_grad`):
     :mod:`gradlab.pathwise` (reparameterization), :mod:`gradlab.measure_valued`
     (weak derivatives), :mod:`gradlab.control_variates` (baselines) and
     :mod:`gradlab.distributions` (their shared sampling and parameter plumbing).
+Divergences and mutual information:
+    :mod:`gradlab.dv` (the DV, NWJ and InfoNCE bounds, MINE's gradient, ``DVTrainer``;
+    ground truth from ``gradlab.data.correlated_gaussians``).
 Shared helpers:
     :mod:`gradlab.checks` (input validation), :mod:`gradlab.batch` (evaluate a
     function on a batch of points), :mod:`gradlab.params` (flatten parameters),
@@ -183,4 +186,55 @@ __all__ += [
     "LeaveOneOut",
     "OptimalBaseline",
     "DeltaMethod",
+]
+
+# ES at scale: a shared noise table and distributed ES
+from . import es_distributed
+from .noise import NoiseTable
+
+__all__ += ["es_distributed", "NoiseTable"]
+
+# divergence and mutual-information estimation (issue 8)
+from . import dv
+from .data import correlated_gaussians, product_of_marginals
+from .dv import DVTrainer
+
+__all__ += ["dv", "DVTrainer", "correlated_gaussians", "product_of_marginals"]
+
+
+# widgets (issue 9): explorers and the plain computations behind them
+from . import explore, frames, widgets
+from .widgets import GradientExplorer, SmoothingExplorer, VarianceExplorer
+
+__all__ += ["explore", "frames", "widgets", "GradientExplorer", "VarianceExplorer", "SmoothingExplorer"]
+
+
+# discrete variables: Gumbel, straight-through, REBAR, RELAX, Sinkhorn (issue 7)
+from . import discrete, relax
+from .discrete import (
+    REBAR,
+    RELAX,
+    GumbelSoftmaxEstimator,
+    StraightThroughEstimator,
+    gumbel_max,
+    gumbel_sinkhorn,
+    gumbel_softmax,
+    hungarian,
+    sinkhorn,
+    straight_through,
+)
+
+__all__ += [
+    "discrete",
+    "relax",
+    "gumbel_max",
+    "gumbel_softmax",
+    "straight_through",
+    "sinkhorn",
+    "gumbel_sinkhorn",
+    "hungarian",
+    "REBAR",
+    "RELAX",
+    "GumbelSoftmaxEstimator",
+    "StraightThroughEstimator",
 ]

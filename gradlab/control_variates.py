@@ -167,7 +167,21 @@ class OptimalBaseline(Baseline):
             return (weighted.sum(0) / squares.sum(0).clamp_min(tiny)).expand_as(squares)
         if squares.shape[0] < 2:
             raise ValueError("baseline='optimal_loo' needs num_samples >= 2")
-        return (weighted.sum(0) - weighted) / (squares.sum(0) - squares).clamp_min(tiny)
+        num, den = leave_one_out_sums(weighted), leave_one_out_sums(squares)
+        # Where no other sample has a non-zero score the fit is undefined: use b = 0 (still unbiased).
+        return torch.where(den > 0, num / den.clamp_min(tiny), torch.zeros_like(num))
+
+
+def leave_one_out_sums(values: torch.Tensor) -> torch.Tensor:
+    r"""$\sum_{m \neq n} v_m$ for every $n$ (dim 0), without the cancellation of ``sum - v``.
+
+    Exclusive prefix plus exclusive suffix sums: when one sample dominates, ``sum - v_n``
+    leaves round-off where the exact answer is tiny or zero.
+    """
+    zero = torch.zeros_like(values[:1])
+    prefix = torch.cat([zero, values.cumsum(0)[:-1]])
+    suffix = torch.cat([values.flip(0).cumsum(0)[:-1].flip(0), zero])
+    return prefix + suffix
 
 
 class DeltaMethod(Baseline):

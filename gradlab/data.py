@@ -1,4 +1,5 @@
-"""Small datasets bundled with scikit-learn, as torch tensors (no downloads).
+"""Small datasets: scikit-learn's bundled ones as torch tensors (no downloads), and
+correlated Gaussians with a known mutual information.
 
 The raw numpy arrays are loaded once per process (``functools.lru_cache``);
 every call returns fresh tensors, so callers may modify them freely.
@@ -7,12 +8,13 @@ scikit-learn is imported lazily, only when a loader is called.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["load_digits_split", "load_iris_tensors"]
+__all__ = ["load_digits_split", "load_binarized_digits", "load_iris_tensors", "correlated_gaussians", "product_of_marginals"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,6 +83,29 @@ def load_digits_split(
     )
 
 
+def load_binarized_digits(
+    test_size: float = 0.25,
+    seed: int = 0,
+    threshold: float = 0.5,
+    device: Optional[Any] = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    r"""The digits as binary images: pixel $= \mathbb 1[\text{intensity}/16 > \text{threshold}]$, split at random.
+
+    For latent-variable models with a Bernoulli likelihood. Returns ``(x_train, x_test)`` of
+    ``dtype`` with values in $\{0, 1\}$ and shape ``(n, 64)``; the split is fixed by ``seed``.
+    """
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
+        raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
+    _check_dtype(dtype)
+    x = torch.tensor(_digits_arrays()[0] / 16.0 > threshold, dtype=dtype, device=device)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+    num_test = int(round(test_size * len(x)))
+    return x[order[num_test:]], x[order[:num_test]]
+
+
 def load_iris_tensors(
     device: Optional[Any] = None, dtype: torch.dtype = torch.float32
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -91,3 +116,51 @@ def load_iris_tensors(
         torch.tensor(x, dtype=dtype, device=device),
         torch.tensor(y, dtype=torch.int64, device=device),
     )
+
+
+def product_of_marginals(Z: torch.Tensor, x_dim: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    r"""Samples of $P_X \otimes P_Y$ from samples of $P_{XY}$: the rows' $Y$ parts (features ``x_dim:``)
+    are shuffled by a random permutation (from ``generator``), breaking the pairing with $X$."""
+    if not isinstance(Z, torch.Tensor) or Z.dim() != 2:
+        raise ValueError(f"Z must be a tensor of shape (n, d), got {getattr(Z, 'shape', type(Z).__name__)}")
+    if isinstance(x_dim, bool) or not isinstance(x_dim, int) or not 0 < x_dim < Z.shape[1]:
+        raise ValueError(f"x_dim must be an int in [1, {Z.shape[1] - 1}], got {x_dim!r}")
+    order = torch.randperm(Z.shape[0], generator=generator).to(Z.device)
+    return torch.cat((Z[:, :x_dim], Z[order, x_dim:]), dim=1)
+
+
+def correlated_gaussians(
+    n: int,
+    rho: float,
+    dim: int = 1,
+    seed: int = 0,
+    device: Optional[Any] = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tuple[torch.Tensor, torch.Tensor, float]:
+    r"""``n`` samples of $(X, Y)$, standard Gaussians in $\mathbb R^{dim}$ with $\operatorname{corr}(X_k, Y_k) = \rho$.
+
+    $Y = \rho X + \sqrt{1-\rho^2}\,N$ with $N$ independent of $X$, coordinate by coordinate, so the pairs
+    $(X_k, Y_k)$ are independent and $I(X;Y) = \sum_k -\tfrac12\log(1-\rho^2) = -\tfrac{dim}{2}\log(1-\rho^2)$.
+
+    Returns ``(Z, Z_ref, mi)``: ``Z`` of shape ``(n, 2 * dim)`` (columns ``[X, Y]``), ``Z_ref`` the same rows
+    with $Y$ shuffled by an independent permutation (samples of $P_X\otimes P_Y$, see
+    :func:`product_of_marginals`), and the true mutual information ``mi`` in nats (a float).
+    Everything is determined by ``seed``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not -1 < rho < 1:
+        raise ValueError(f"rho must be a float in (-1, 1), got {rho!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    _check_dtype(dtype)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    noise = torch.randn(n, dim, generator=generator, dtype=torch.float64)
+    y = rho * x + math.sqrt(1 - rho**2) * noise
+    Z = torch.cat((x, y), dim=1)
+    Z_ref = product_of_marginals(Z, dim, generator)
+    mi = -0.5 * dim * math.log1p(-rho * rho)
+    return Z.to(device=device, dtype=dtype), Z_ref.to(device=device, dtype=dtype), mi

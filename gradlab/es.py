@@ -35,7 +35,10 @@ draws $v = \sigma z$ and divides by $\sigma^2$ computes the same number.
   the estimate inside autograd with TorchOpt's interface;
 * :mod:`gradlab.es_lab` — the lab's helpers ``get_model_weights``,
   ``set_model_weights``, ``ES_grad``, ``ES_step``;
-* :mod:`gradlab.noise` — where the perturbations come from (noise sources).
+* :mod:`gradlab.noise` — where the perturbations come from (noise sources,
+  including the shared :class:`~gradlab.noise.NoiseTable`);
+* :mod:`gradlab.es_distributed` — ``es_grad_model(..., group=)`` across
+  ``torch.distributed`` ranks, exchanging (offset, losses) per member.
 """
 from __future__ import annotations
 
@@ -51,7 +54,7 @@ from .es_point import (
     es_weights,
 )
 from .es_population import es_grad_model
-from .noise import sample_noise
+from .noise import NoiseTable, sample_noise
 
 __all__ = [
     "METHODS",
@@ -59,6 +62,7 @@ __all__ = [
     "check_method",
     "check_fitness_shaping",
     "sample_noise",
+    "NoiseTable",
     "centered_ranks",
     "es_weights",
     "es_grad",

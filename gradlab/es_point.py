@@ -15,7 +15,7 @@ import torch
 
 from .batch import Vectorized, check_vectorized, evaluate_batch
 from .checks import check_choice, check_count, check_optional_count, check_sigma, check_tensor
-from .noise import sample_noise
+from .noise import choose_source, draw_noise
 
 __all__ = [
     "METHODS",
@@ -101,6 +101,7 @@ def es_grad(
     vectorized: Vectorized = "auto",
     chunk_size: Optional[int] = None,
     f_x: Optional[torch.Tensor] = None,
+    noise: Any = None,
 ) -> torch.Tensor:
     r"""ES estimate of $\nabla f_\sigma(x) = \nabla_x \mathbb E_{z\sim\mathcal N(0,I)}[f(x + \sigma z)]$.
 
@@ -121,6 +122,9 @@ def es_grad(
         chunk_size: population members per vmap call (bounds memory).
         f_x: $f(x)$ when the caller already knows it; ``"forward"`` then skips
             that evaluation.
+        noise: a noise source instead of fresh normals, e.g. a
+            :class:`gradlab.noise.NoiseTable` (each draw one slice of the table at an
+            offset drawn from ``generator``). Not with ``distribution``.
 
     Returns:
         The estimate, shaped like ``x``.
@@ -137,9 +141,9 @@ def es_grad(
     check_vectorized(vectorized)
     check_optional_count(chunk_size, "chunk_size")
     x0 = x.detach()
-    z = sample_noise(
-        (num_samples, *x0.shape), distribution=distribution, generator=generator,
-        dtype=x0.dtype, device=x0.device,
+    source = choose_source(noise, distribution)
+    z = draw_noise(
+        source, (num_samples, *x0.shape), generator=generator, dtype=x0.dtype, device=x0.device
     )
     evaluate = functools.partial(evaluate_batch, f, vectorized=vectorized, chunk_size=chunk_size)
     minus = at_x = None

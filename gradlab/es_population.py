@@ -26,12 +26,13 @@ from .checks import (
     check_sigma,
     check_tensor,
 )
-from .es_point import check_method, es_weights
+from .es_point import METHODS, check_method, es_weights
 from .es_fastpath import NoiseLayout, Workspace, fast_losses, fast_plan, fast_reduce
-from .noise import draw_noise, noise_source
+from .es_distributed import check_group, check_same_setup, exchange, member_share
+from .noise import NoiseTable, choose_source, draw_noise
 from .params import flatten_params, unflatten_params
 
-__all__ = ["es_grad_model", "low_rank_matrix", "generic_noise", "generic_draw_size", "generic_losses"]
+__all__ = ["es_grad_model", "pick_noise_source", "low_rank_matrix", "generic_noise", "generic_draw_size", "generic_losses"]
 
 # Elements of noise + perturbed weights + activations per chunk when chunk_size is None
 # (about 32 MB in float32): large enough for efficient batched matmuls, small enough to
@@ -53,6 +54,8 @@ def es_grad_model(
     rank: Optional[int] = None,
     distribution: Any = None,
     fast: bool = True,
+    noise: Any = None,
+    group: Any = None,
 ) -> torch.Tensor:
     r"""ES estimate of $\nabla_\theta\, \mathbb E_\varepsilon[\ell(\theta + \sigma\varepsilon)]$ for all parameters of a model.
 
@@ -102,6 +105,18 @@ def es_grad_model(
         fast: allow the Sequential fast path (with the same noise, i.e. the same
             generator state and ``chunk_size``, it agrees with the generic path up to
             floating-point rounding).
+        noise: a noise source instead of fresh normals, typically a
+            :class:`gradlab.noise.NoiseTable`: each draw (dense $\varepsilon$, or the
+            low-rank factors and bias noise) is then one slice of the table, and the
+            offsets of all ``num_samples`` draws are drawn up front from ``generator``,
+            so the result no longer depends on ``chunk_size``. Not with ``distribution``.
+        group: a ``torch.distributed`` process group (needs ``noise`` a
+            ``NoiseTable``, the same on every rank): each rank evaluates its share of
+            the population, the ranks exchange only (offset, losses) per member, and
+            every rank returns the same full estimate, equal up to rounding to the
+            single-process one with the same ``generator`` seed (see
+            :mod:`gradlab.es_distributed`). Every rank of the group must call with
+            the same arguments.
 
     Fitness shaping is offered by :func:`es_grad` only: ranks need every loss before
     any draw is weighted, and here the noise of a chunk is dropped after use.
@@ -118,6 +133,7 @@ def es_grad_model(
     check_method(method)
     check_optional_count(chunk_size, "chunk_size")
     check_optional_count(rank, "rank")
+    source = pick_noise_source(noise, distribution, group)
     params = list(model.parameters())
     if not params:
         raise ValueError("model has no parameters")
@@ -146,31 +162,78 @@ def es_grad_model(
             draw_size = generic_draw_size(model, rank)
             total = torch.zeros_like(theta)
         chunk = chunk_size or max(1, min(num_samples, CHUNK_BUDGET // per_member))
-        source = noise_source(distribution)
         buffer = torch.empty((chunk, draw_size), dtype=dtype, device=device)
+        table = source if isinstance(source, NoiseTable) else None
+        offsets = table.offsets(num_samples, draw_size, generator) if table is not None else None
 
-        for start in range(0, num_samples, chunk):
-            count = min(chunk, num_samples - start)
-            draw = draw_noise(
-                source, (count, draw_size), generator=generator, dtype=dtype, device=device,
-                out=buffer[:count],
+        def draw(start: int, stop: int, at: Optional[torch.Tensor] = None) -> torch.Tensor:
+            """Noise of members start … stop - 1 (from the table at offsets ``at``, or fresh)."""
+            if table is not None:
+                at = offsets if at is None else at
+                return table.rows(at[start:stop], draw_size, out=buffer[: stop - start])
+            return draw_noise(
+                source, (stop - start, draw_size), generator=generator, dtype=dtype,
+                device=device, out=buffer[: stop - start],
             )
+
+        def losses_of(noise_draw: torch.Tensor) -> torch.Tensor:
             if plan is not None:
-                losses = fast_losses(plan, layout, draw, x, loss_fn, targets, sigma, signs, workspace)
+                values = fast_losses(plan, layout, noise_draw, x, loss_fn, targets, sigma, signs, workspace)
             else:
-                noise = generic_noise(model, draw, rank)
-                losses = generic_losses(model, loss_fn, inputs, targets, theta, noise, sigma, signs)
-            losses = check_finite(losses, "loss_fn", "perturbed models").to(dtype)
+                values = generic_losses(
+                    model, loss_fn, inputs, targets, theta, generic_noise(model, noise_draw, rank),
+                    sigma, signs,
+                )
+            return check_finite(values, "loss_fn", "perturbed models").to(dtype)
+
+        def accumulate(noise_draw: torch.Tensor, losses: torch.Tensor) -> None:
             minus = losses[1] if method == "antithetic" else None
             weights = es_weights(method, sigma, losses[0], minus, at_theta, None)
             if plan is not None:
-                fast_reduce(layout, draw, weights, grads)
+                fast_reduce(layout, noise_draw, weights, grads)
             else:
-                total += weights @ noise
+                total.add_(weights @ generic_noise(model, noise_draw, rank))
+
+        if group is None:
+            for start in range(0, num_samples, chunk):
+                stop = min(start + chunk, num_samples)
+                noise_draw = draw(start, stop)
+                accumulate(noise_draw, losses_of(noise_draw))
+        else:
+            me, world = check_group(group)
+            settings = {
+                "noise table size": table.size, "noise table seed": table.seed,
+                "noise table contents": float(table.checksum()[2]),
+                "noise table contents (weighted)": float(table.checksum()[3]),
+                "num_samples": num_samples, "sigma": sigma, "method": METHODS.index(method),
+                "rank": rank or 0, "draw size": draw_size,
+            }
+            check_same_setup(group, settings, device)
+            first, last = member_share(num_samples, me, world)
+            mine = [
+                losses_of(draw(start, min(start + chunk, last)))
+                for start in range(first, last, chunk)
+            ]
+            mine = torch.cat(mine, dim=1) if mine else torch.empty((len(signs), 0), dtype=dtype, device=device)
+            everyone_offsets, everyone_losses = exchange(offsets[first:last], mine, num_samples, group)
+            for start in range(0, num_samples, chunk):
+                stop = min(start + chunk, num_samples)
+                accumulate(draw(start, stop, everyone_offsets), everyone_losses[:, start:stop])
 
     if plan is not None:
         total = torch.cat([g.reshape(-1) for g in grads])
     return total / num_samples
+
+
+def pick_noise_source(noise: Any, distribution: Any, group: Any) -> Any:
+    """The noise source of :func:`es_grad_model` from its ``noise``/``distribution``/``group`` arguments."""
+    source = choose_source(noise, distribution)
+    if group is not None and not isinstance(noise, NoiseTable):
+        raise ValueError(
+            "group needs noise=gradlab.NoiseTable(size, seed) built identically on every rank: "
+            "ranks exchange table offsets, not noise"
+        )
+    return source
 
 
 def low_rank_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

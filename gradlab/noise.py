@@ -8,6 +8,9 @@ existing buffer (the population estimator reuses one buffer for every chunk).
 
 * :class:`GaussianNoise` — $\mathcal N(0, 1)$ from ``torch.randn`` and the given
   generator; the default.
+* :class:`NoiseTable` — a shared table of standard normals built from a seed; a
+  draw is a slice of the table at a random offset (the noise-table trick of
+  Salimans et al., 2017), so a perturbation is named by one integer.
 * :class:`DistributionNoise` — adapts a TorchOpt-style ``distribution``: an object
   with ``sample(sample_shape)`` (e.g. ``torch.distributions.Normal(0., 1.)``) or a
   function of the shape. It draws from its own randomness and ignores ``generator``.
@@ -20,9 +23,21 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Union
 
+import math
+
 import torch
 
-__all__ = ["GaussianNoise", "DistributionNoise", "noise_source", "draw_noise", "sample_noise"]
+from .checks import check_count
+
+__all__ = [
+    "GaussianNoise",
+    "NoiseTable",
+    "DistributionNoise",
+    "noise_source",
+    "choose_source",
+    "draw_noise",
+    "sample_noise",
+]
 
 Device = Union[str, torch.device, None]
 
@@ -51,6 +66,132 @@ class GaussianNoise:
 
     def __repr__(self) -> str:
         return "GaussianNoise()"
+
+
+class NoiseTable:
+    r"""A table of ``size`` i.i.d. standard normals built from ``seed``; draws are slices of it.
+
+    The table is drawn once, in float32 on the CPU with ``torch.Generator().manual_seed(seed)``
+    (so every process that builds ``NoiseTable(size, seed)`` holds the same numbers), then
+    converted to ``dtype`` on ``device``. A draw of $D$ values is the slice
+    $T[o : o + D]$ at an offset $o$ drawn uniformly from $\{0, \dots, M - 1\}$,
+    $M = \text{size} - D + 1$, with ``generator``: every slice lies inside the table, and
+    the perturbation is named by the one integer $o$ (what workers exchange in
+    distributed ES instead of the $D$ numbers).
+
+    **Distribution.** Over the table's seed, each slice is exactly $\mathcal N(0, I_D)$.
+    Two slices are independent unless they overlap ($|o - o'| < D$, probability
+    $\approx (2D - 1)/M$ per pair); an overlap shifted by $k \neq 0$ correlates entry $i$ of
+    one with entry $i - k$ of the other, which adds at most $\frac{N-1}{N}\frac{2D-1}{M}\lVert g\rVert^2$
+    to the $(D + 1)\lVert g\rVert^2/N$ total variance of an $N$-draw antithetic ES estimate of
+    a linear function with gradient $g$: a relative excess below $2N/M$. For a *fixed* table
+    the noise covariance is $C = \frac1M\sum_o T_{o:o+D}T_{o:o+D}^\top$, positive
+    semi-definite with entries $\delta_{ij} + O(1/\sqrt M)$, so the expected estimate is
+    $Cg$ instead of $g$: still a descent direction, off by about $\sqrt{D/M}\,\lVert g\rVert$,
+    small next to the estimate's own spread $\sqrt{D/N}\,\lVert g\rVert$ while $N \ll M$.
+    With the table of Salimans et al. (250M values) or the $2^{25} \approx 33.5$M of the
+    book's examples, both effects are negligible (measured in Chapter 3).
+
+    Args:
+        size: number of normals in the table (memory: ``size`` × bytes of ``dtype``).
+        seed: the integer seed that determines the table.
+        dtype: a floating dtype for the stored table.
+        device: where the table lives (draws are made there).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        dtype: torch.dtype = torch.float32,
+        device: Device = None,
+    ) -> None:
+        check_count(size, "size")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        self.size, self.seed = size, seed
+        table = torch.randn(size, generator=torch.Generator().manual_seed(seed))
+        self.noise = table.to(dtype=dtype, device=device)
+        self._checksum: Optional[torch.Tensor] = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.noise.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.noise.device
+
+    def num_offsets(self, dim: int) -> int:
+        """How many slices of ``dim`` values fit in the table: ``size - dim + 1``."""
+        check_count(dim, "dim")
+        if dim > self.size:
+            raise ValueError(
+                f"a NoiseTable of size {self.size} is too small for draws of {dim} values "
+                f"(size must be >= {dim}, and much larger to keep slices nearly independent)"
+            )
+        return self.size - dim + 1
+
+    def offsets(
+        self, count: int, dim: int, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        """``count`` offsets of ``dim``-value slices, uniform on ``0 … size - dim`` (int64, CPU)."""
+        check_count(count, "count")
+        high = self.num_offsets(dim)
+        device = generator.device if generator is not None else "cpu"
+        drawn = torch.randint(0, high, (count,), generator=generator, device=device)
+        return drawn.cpu()
+
+    def rows(
+        self, offsets: torch.Tensor, dim: int, out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """The slices ``T[o : o + dim]`` for every offset, as a ``(len(offsets), dim)`` tensor."""
+        windows = self.noise.unfold(0, dim, 1)  # (size - dim + 1, dim) view, no copy
+        index = offsets.to(self.device)
+        if out is None:
+            return windows.index_select(0, index)
+        if out.dtype == self.dtype and out.device == self.device and out.is_contiguous():
+            return torch.index_select(windows, 0, index, out=out.view(len(offsets), dim)).view_as(out)
+        return out.copy_(windows.index_select(0, index).view_as(out))
+
+    def sample(
+        self, shape: Sequence[int], generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        """``shape[0]`` draws of ``shape[1:]`` values each, every draw one slice of the table."""
+        shape = torch.Size(shape)
+        if len(shape) == 0:
+            raise ValueError("shape must have a leading dimension (the number of draws)")
+        dim = math.prod(shape[1:])
+        return self.rows(self.offsets(shape[0], dim, generator), dim).view(shape)
+
+    def fill_(self, out: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Write the numbers :meth:`sample` would return for ``out.shape`` into ``out``."""
+        dim = math.prod(out.shape[1:])
+        return self.rows(self.offsets(out.shape[0], dim, generator), dim, out=out)
+
+    def checksum(self) -> torch.Tensor:
+        r"""``(size, seed, h_1, h_2)`` as float64: tables built differently get different checksums.
+
+        $h_1 = \sum_j b_j$ and $h_2 = \sum_j \lfloor b_j / 2^8 \rfloor (j + 1)$ over the float32 bit
+        patterns $b_j$ of about $2^{16}$ evenly spaced entries (and the last one). Integer sums
+        do not depend on the order of summation, so equal tables give equal checksums on any
+        machine and thread count; a different seed or size changes them.
+        """
+        if self._checksum is None:
+            step = max(1, self.size // 2**16)
+            picked = torch.cat([self.noise[::step], self.noise[-1:]]).detach()
+            bits = picked.to("cpu", torch.float32).contiguous().view(torch.int32).to(torch.int64)
+            h1 = int(bits.sum())
+            h2 = int(((bits >> 8) * torch.arange(1, bits.numel() + 1)).sum())
+            self._checksum = torch.tensor(
+                [float(self.size), float(self.seed), float(h1), float(h2)], dtype=torch.float64
+            )
+        return self._checksum
+
+    def __repr__(self) -> str:
+        return f"NoiseTable(size={self.size}, seed={self.seed}, dtype={self.dtype}, device={self.device})"
 
 
 class DistributionNoise:
@@ -86,6 +227,20 @@ class DistributionNoise:
 def noise_source(distribution: Any = None) -> Any:
     """The source behind a ``distribution`` argument: ``None`` → :class:`GaussianNoise`, else :class:`DistributionNoise`."""
     return GaussianNoise() if distribution is None else DistributionNoise(distribution)
+
+
+def choose_source(noise: Any = None, distribution: Any = None) -> Any:
+    """The source behind the ``noise=`` and ``distribution=`` arguments of the estimators (at most one)."""
+    if noise is None:
+        return noise_source(distribution)
+    if distribution is not None:
+        raise ValueError("pass either noise (a noise source) or distribution, not both")
+    if not callable(getattr(noise, "sample", None)):
+        raise TypeError(
+            "noise must be a noise source with sample(shape, generator) (e.g. a "
+            f"gradlab.NoiseTable), got {type(noise).__name__}"
+        )
+    return noise
 
 
 def draw_noise(

@@ -139,3 +139,36 @@ def test_errors():
     th = gc.theta().requires_grad_(True)
     with pytest.raises(ValueError, match="optimal"):
         surrogate_loss(gc.cost(K), gc.make_normal(th), num_samples=4, baseline="optimal")
+
+
+def test_leave_one_out_sums_are_exact_when_one_sample_dominates():
+    """sum - v_n would leave round-off of the big value where the exact answer is 0 or tiny."""
+    from gradlab.control_variates import leave_one_out_sums
+
+    values = torch.tensor([[1e20, 0.0], [0.0, 1.0], [0.0, 2.0], [3.0, 0.0]], dtype=torch.float64)
+    expected = values.sum(0, keepdim=True) - values  # exact for this case only where no cancellation
+    got = leave_one_out_sums(values)
+    print("expected", expected, "got", got)
+    assert got[0, 0] == 3.0  # the big one excluded: exactly the rest
+    assert torch.equal(got[:, 1], expected[:, 1])
+    assert torch.equal(got[1:, 0], torch.full((3,), 1e20 + 0.0, dtype=torch.float64) + torch.tensor([3.0, 3.0, 0.0]).double())
+
+
+def test_optimal_loo_stays_finite_when_a_score_coordinate_is_nonzero_for_one_sample():
+    """A joint categorical over 320 states, 32 draws: most coordinates are hit by at most one draw."""
+    logits = torch.randn(32, 10, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    target = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(1))
+
+    def joint(t):
+        return D.Categorical(logits=torch.log_softmax(t, -1).reshape(-1))
+
+    def cost(d):
+        return -(d % 10 == target[d // 10]).double()
+
+    g = expectation_grad(cost, joint, logits, estimator="score", num_samples=32,
+                                 baseline="optimal_loo", generator=torch.Generator().manual_seed(2))
+    plain = expectation_grad(cost, joint, logits, estimator="score", num_samples=32,
+                                     generator=torch.Generator().manual_seed(2))
+    print("max |g| optimal_loo:", g.abs().max().item(), "plain:", plain.abs().max().item())
+    assert torch.isfinite(g).all()
+    assert g.abs().max() <= plain.abs().max() * 10

@@ -1,4 +1,6 @@
 """gradlab.data: bundled scikit-learn datasets as tensors, split deterministically."""
+import math
+
 import pytest
 import torch
 
@@ -75,3 +77,49 @@ def test_bad_dtype_and_seed():
         load_iris_tensors(dtype="float32")
     with pytest.raises(TypeError, match=r"seed must be an int, got float"):
         load_digits_split(seed=0.5)
+
+
+# ------------------------------------------------ correlated Gaussians (gradlab.dv's ground truth)
+
+
+def test_correlated_gaussians_shapes_truth_and_seed():
+    from gradlab.data import correlated_gaussians
+
+    Z, Z_ref, mi = correlated_gaussians(5000, 0.8, dim=3, seed=1)
+    assert Z.shape == Z_ref.shape == (5000, 6) and Z.dtype == torch.float32
+    assert mi == pytest.approx(-1.5 * math.log(1 - 0.64))  # -(dim/2) log(1 - rho^2), positive
+    # corr(X_k, Y_k) = 0.8 and 0 across coordinates; the standard error of a correlation is ~(1-r^2)/sqrt(n).
+    corr = torch.corrcoef(Z.double().T)
+    assert torch.allclose(torch.diagonal(corr[:3, 3:]), torch.full((3,), 0.8, dtype=torch.float64), atol=4 * 0.36 / 70)
+    assert corr[0, 4].abs() < 4 / 70 and corr[0, 1].abs() < 4 / 70
+    # Z_ref: the same X, the same Y values in another order, no correlation left.
+    assert torch.equal(Z_ref[:, :3], Z[:, :3])
+    assert torch.equal(Z_ref[:, 3].sort().values, Z[:, 3].sort().values)
+    assert torch.corrcoef(Z_ref.double().T)[0, 3].abs() < 4 / 70
+    again = correlated_gaussians(5000, 0.8, dim=3, seed=1)
+    assert torch.equal(again[0], Z) and torch.equal(again[1], Z_ref)
+    assert not torch.equal(correlated_gaussians(5000, 0.8, dim=3, seed=2)[0], Z)
+
+
+def test_correlated_gaussians_bad_inputs():
+    from gradlab.data import correlated_gaussians, product_of_marginals
+
+    for kwargs, match in [({"n": 1, "rho": 0.5}, "n must"), ({"n": 10, "rho": 1.0}, "rho must"),
+                          ({"n": 10, "rho": 0.5, "dim": 0}, "dim must")]:
+        with pytest.raises(ValueError, match=match):
+            correlated_gaussians(**kwargs)
+    with pytest.raises(ValueError, match="x_dim"):
+        product_of_marginals(torch.zeros(5, 2), 2)
+
+
+def test_binarized_digits_are_binary_disjoint_and_seeded():
+    from gradlab.data import load_binarized_digits
+
+    x_train, x_test = load_binarized_digits(test_size=0.2, seed=3)
+    assert x_train.shape[1] == 64 and len(x_train) + len(x_test) == 1797 and len(x_test) == 359
+    assert set(torch.cat([x_train, x_test]).unique().tolist()) == {0.0, 1.0}
+    again, _ = load_binarized_digits(test_size=0.2, seed=3)
+    assert torch.equal(x_train, again)
+    assert not torch.equal(x_train, load_binarized_digits(test_size=0.2, seed=4)[0])
+    with pytest.raises(ValueError, match="threshold"):
+        load_binarized_digits(threshold=1.5)

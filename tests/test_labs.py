@@ -160,7 +160,13 @@ def test_every_solution_cell_is_stubbed_and_every_test_cell_locked(lab):
     tests = [c for c, m in zip(student.cells, meta) if m.get("grade") and not m.get("solution")]
     assert solutions and tests
     for cell in solutions:
-        assert "raise NotImplementedError()" in cell.source, cell.metadata.nbgrader.grade_id
+        if cell.cell_type == "markdown":  # a written answer: graded by hand, so it must carry points
+            assert cell.metadata.nbgrader.get("grade") and cell.metadata.nbgrader.points > 0, cell.metadata
+            continue
+        # Code answers are stubbed with a NotImplementedError; written answers (manually graded
+        # markdown cells) with nbgrader's placeholder.
+        stub = "raise NotImplementedError()" if cell.cell_type == "code" else "YOUR ANSWER HERE"
+        assert stub in cell.source, cell.metadata.nbgrader.grade_id
     for cell in tests:
         grade_id = cell.metadata.nbgrader.grade_id
         assert cell.metadata.nbgrader.locked and cell.metadata.nbgrader.points > 0, grade_id
@@ -217,18 +223,34 @@ def test_autograde_solution_full_marks_student_version_zero(course, lab):
     for student in submissions:
         assert (course / "autograded" / student / lab / f"{lab}.ipynb").is_file(), f"{student} was not autograded"
 
+    released = grade_cells(nbformat.read(make_labs.release_ipynb(lab, course), as_version=4))
+    manual = {c.metadata.nbgrader.grade_id for c in released if c.cell_type == "markdown"}
     with venv_on_path(), Gradebook(db_url, course_id="gradlab") as gb:
         max_score = gb.find_assignment(lab).max_score
         good, bad = (gb.find_submission(lab, s) for s in ("good", "bad"))
-        good_lost = [(g.name, g.score, g.max_score) for nb in good.notebooks for g in nb.grades
-                     if g.score != g.max_score]
+        good_grades = [g for nb in good.notebooks for g in nb.grades]
+        good_lost = [(g.name, g.score, g.max_score) for g in good_grades
+                     if g.name not in manual and g.score != g.max_score]
+        # Written answers wait for a human: flagged for manual grading, no automatic score.
+        waiting = {g.name for g in good_grades if g.needs_manual_grade and g.auto_score is None}
         bad_won = [(g.name, g.score) for nb in bad.notebooks for g in nb.grades if g.score]
-        scores = good.score, bad.score
-    expected_max = sum(c.metadata.nbgrader.points for c in grade_cells(nbformat.read(
-        make_labs.release_ipynb(lab, course), as_version=4)))
+        bad_waiting = [g.name for nb in bad.notebooks for g in nb.grades if g.needs_manual_grade]
+        auto_score = good.score
+        # What the instructor does in formgrader: give the written answers their marks.
+        for g in good_grades:
+            if g.name in manual:
+                g.manual_score = g.max_score
+        gb.db.commit()
+        graded_score = gb.find_submission(lab, "good").score
+        scores = auto_score, bad.score
+    expected_max = sum(c.metadata.nbgrader.points for c in released)
+    manual_points = sum(c.metadata.nbgrader.points for c in released if c.cell_type == "markdown")
     assert max_score == expected_max > 0
-    assert not good_lost and scores[0] == max_score, f"solution lost points: {good_lost}"
-    assert not bad_won and scores[1] == 0, f"unmodified student notebook scored: {bad_won}"
+    assert not good_lost and scores[0] == max_score - manual_points, f"solution lost points: {good_lost}"
+    assert waiting == manual, f"written answers should await manual grading: {waiting} vs {manual}"
+    assert graded_score == max_score, "after manual grading the solution should have full marks"
+    # An unanswered written answer is scored 0 automatically (nbgrader compares it with the release).
+    assert not bad_won and scores[1] == 0 and not bad_waiting, f"unmodified student notebook scored: {bad_won}"
 
 
 # --------------------------------------------------------------- (5) nbgrader validate

@@ -1,0 +1,68 @@
+"""gradlab.latent: the discrete VAE's costs, bound and surrogate loss, checked by enumerating a tiny model."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from torch.distributions import Bernoulli
+
+from gradlab.expectation import exact_expectation_grad
+from gradlab.latent import DiscreteVAE, PerItemSurrogate, bernoulli_logits
+
+F64 = torch.float64
+D, K = 5, 3
+STATES = torch.tensor(list(itertools.product([0.0, 1.0], repeat=K)), dtype=F64)  # all 2^K latent vectors
+
+
+def tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    vae = DiscreteVAE(D, K).double()
+    x = torch.bernoulli(torch.full((2, D), 0.4, dtype=F64), generator=torch.Generator().manual_seed(seed))
+    return vae, x
+
+
+def exact_negative_elbo(vae: DiscreteVAE, x: torch.Tensor) -> torch.Tensor:
+    """Per image: sum_b q(b|x) [-log p(x|b)] - H(q) + K log 2, by enumerating b."""
+    q = Bernoulli(logits=vae.encoder(x))  # (batch, K)
+    log_q = q.log_prob(STATES[:, None, :]).sum(-1)  # (2^K, batch)
+    log_lik = Bernoulli(logits=vae.decoder(STATES)[:, None, :]).log_prob(x).sum(-1)  # (2^K, batch)
+    return (log_q.exp() * (-log_lik)).sum(0) - q.entropy().sum(-1) + K * math.log(2)
+
+
+def test_cost_fn_is_the_summed_negative_log_likelihood():
+    vae, x = tiny_model()
+    b = STATES[[1, 6]].reshape(2, 1, K).expand(2, 2, K)  # 2 samples x 2 images
+    expected = -Bernoulli(logits=vae.decoder(b)).log_prob(x).sum((-1, -2))
+    torch.testing.assert_close(vae.cost_fn(x)(b), expected.detach())
+
+
+def test_exact_bound_is_above_the_negative_log_likelihood_and_the_estimate_agrees():
+    vae, x = tiny_model(1)
+    with torch.no_grad():
+        bound = exact_negative_elbo(vae, x)
+        log_lik = Bernoulli(logits=vae.decoder(STATES)[:, None, :]).log_prob(x).sum(-1)  # (2^K, batch)
+        neg_log_px = -(torch.logsumexp(log_lik, 0) - K * math.log(2))  # uniform prior
+    assert torch.all(bound >= neg_log_px - 1e-12), (bound, neg_log_px)
+    estimate = vae.negative_elbo(x, num_samples=20000, generator=torch.Generator().manual_seed(2))
+    assert abs(estimate - bound.mean().item()) < 0.05 * bound.mean().item()
+
+
+def test_surrogate_loss_gives_the_exact_encoder_gradient_from_exact_logit_gradients():
+    """With the exact gradient of E_q f for the logits, the encoder's gradient equals that of the exact -ELBO."""
+    vae, x = tiny_model(3)
+    logits = vae.encoder(x).detach()
+    exact_logit_grad = exact_expectation_grad(vae.cost_fn(x), bernoulli_logits, logits)
+    loss = vae.surrogate_loss(x, exact_logit_grad.unsqueeze(0), generator=torch.Generator().manual_seed(4))
+    got = torch.autograd.grad(loss, list(vae.encoder.parameters()))
+    expected = torch.autograd.grad(exact_negative_elbo(vae, x).sum() / len(x), list(vae.encoder.parameters()))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+
+
+def test_per_item_surrogate_starts_at_zero_and_sums_over_items():
+    r = PerItemSurrogate(K).double()
+    z = torch.randn(4, 2, K, dtype=F64)
+    assert torch.equal(r(z), torch.zeros(4, dtype=F64))
+    torch.nn.init.normal_(r.net[2].weight)
+    torch.testing.assert_close(r(z), r.net(z).squeeze(-1).sum(-1))
