@@ -35,7 +35,7 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> Non
 # --------------------------------------------------------------------------- the API reference
 API_DOCNAME = "book/api"
 API_MARKER = "<!-- gradlab-api -->"
-_INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)(.+?)(?<![\\$])\$")
+_INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)([^$]+?)(?<![\\$])\$")  # may span lines
 _DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.S)
 
 
@@ -123,7 +123,10 @@ def docstring_to_rst(app, what, name, obj, options, lines: list[str]) -> None:
             return f"\n\n.. math::\n\n   {body}\n\n"
 
         text = _DISPLAY_MATH.sub(display, text)
-        text = _INLINE_MATH.sub(lambda m: f":math:`{m.group(1).strip()}`", text)
+        # (a "|" inside a role can be read as a substitution reference: write it as \vert)
+        text = _INLINE_MATH.sub(lambda m: ":math:`%s`" % m.group(1).strip().replace("|", r"\vert "), text)
+        # a role must end before a word character ("$2^{25}$M"): an escaped space separates them
+        text = re.sub(r"(:math:`[^`]*`)(?=\w)", r"\1\\ ", text)
     lines[:] = text.split("\n")
 
 
