@@ -33,7 +33,7 @@ notebooks: setup
 
 ## Speed benchmarks (not part of the test suite).
 bench: setup
-	$(PY) benchmarks/bench_es.py
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 ## Remove build outputs only: student work, grades and the gradebook are never deleted.
 clean:

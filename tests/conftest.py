@@ -5,6 +5,7 @@ synchronisation cost; on a busy 2-core machine the spinning worker threads made
 a 130-step MLP training take ~8 s of CPU instead of ~0.1 s. One thread keeps
 the suite fast and its timings stable.
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,16 @@ def soup(html: Path, page: str) -> BeautifulSoup:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> Path:
-    """Build the whole book once per session, strictly, as `make book` does; return its HTML folder."""
+    """Build the whole book once per session, strictly, as `make book` does; return its HTML folder.
+
+    GRADLAB_BUILT_HTML=<folder> reuses a finished strict build instead (e.g. `_build/html` after
+    `make book`), for iterating on the book and browser tests without rebuilding.
+    """
+    prebuilt = os.environ.get("GRADLAB_BUILT_HTML")
+    if prebuilt:
+        html = Path(prebuilt)
+        assert (html / "index.html").exists(), f"GRADLAB_BUILT_HTML={prebuilt} holds no built book"
+        return html
     out = tmp_path_factory.mktemp("book")
     proc = subprocess.run(
         [str(JUPYTER_BOOK), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],

@@ -1,0 +1,155 @@
+"""Sphinx extension with the gradlab book's own build steps.
+
+* The API reference (`book/api.md`) is generated from `gradlab.__all__` at build time: the
+  page holds the marker `<!-- gradlab-api -->`, replaced by one autodoc entry per public
+  name, grouped by defining module, so a module added to `__all__` appears with no edit.
+* Docstrings write math as `$...$` and tables in Markdown; autodoc gets reST.
+
+sphinx-thebe registers its configuration script on every `env-before-read-docs` event, and
+Jupyter Book fires that event more than once, so each page declared `const THEBE_JS_URL`
+twice and the second declaration raised a JavaScript error on every page. This extension
+drops repeated inline scripts and repeated script files from each page.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+
+
+def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for script in scripts:
+        # The same asset can come back with another priority, or with filename '' instead of None.
+        key = (getattr(script, "filename", None) or "",
+               tuple(sorted((k, str(v)) for k, v in getattr(script, "attributes", {}).items())))
+        if key in seen:
+            continue
+        seen.add(key)
+        unique.append(script)
+    scripts[:] = unique
+
+
+# --------------------------------------------------------------------------- the API reference
+API_DOCNAME = "book/api"
+API_MARKER = "<!-- gradlab-api -->"
+_INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)([^$]+?)(?<![\\$])\$")  # may span lines
+_DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.S)
+
+
+def public_api() -> list[tuple[str, list[str]]]:
+    """gradlab's public names grouped by the module that defines them, in `gradlab.__all__` order.
+
+    Modules listed in `__all__` come first in their own order; a name whose defining module is
+    not listed there gets a group of its own. Values (not functions or classes, e.g. a registry)
+    are grouped with the module they are imported from; `__version__` is skipped.
+    """
+    import gradlab
+
+    groups: dict[str, list[str]] = {}
+    for name in gradlab.__all__:
+        obj = getattr(gradlab, name)
+        if inspect.ismodule(obj):
+            groups.setdefault(obj.__name__, [])
+    for name in gradlab.__all__:
+        obj = getattr(gradlab, name)
+        if inspect.ismodule(obj) or name.startswith("__"):
+            continue
+        module = getattr(obj, "__module__", None) if (inspect.isclass(obj) or callable(obj)) else None
+        if module is None:  # a value: find the public module that holds the same object
+            module = next((m.__name__ for m in map(lambda n: getattr(gradlab, n), gradlab.__all__)
+                           if inspect.ismodule(m) and getattr(m, name, None) is obj), "gradlab")
+        groups.setdefault(module, []).append(name)
+    return list(groups.items())
+
+
+def api_markdown() -> str:
+    """MyST source for every public name: a section per module, autodoc entries inside it."""
+    import gradlab
+
+    lines = []
+    for module, names in public_api():
+        # autodoc writes reST, so each module's entries sit in an eval-rst block.
+        lines += [f"## `{module}`", "", "```{eval-rst}", f".. automodule:: {module}", "   :no-members:", ""]
+        for name in names:
+            obj = getattr(gradlab, name)
+            if inspect.isclass(obj):
+                lines += [f".. autoclass:: gradlab.{name}", "   :members:", ""]
+            elif callable(obj):
+                lines += [f".. autofunction:: gradlab.{name}", ""]
+            else:  # a public value, e.g. a registry: its type and, for a mapping, its current keys
+                keys = ", ".join(f"``{k!r}``" for k in obj) if isinstance(obj, dict) else ""
+                lines += [f".. py:data:: {name}", "   :module: gradlab", f"   :type: {type(obj).__name__}", "",
+                          f"   A ``{type(obj).__name__}``" + (f" with the keys {keys}." if keys else "."), ""]
+        lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def insert_api(app, docname: str, source: list[str]) -> None:
+    if docname == API_DOCNAME and API_MARKER in source[0]:
+        source[0] = source[0].replace(API_MARKER, api_markdown())
+
+
+def markdown_tables_to_rst(lines: list[str]) -> list[str]:
+    """Turn Markdown pipe tables (``| a | b |`` rows, a ``|---|`` rule) into reST list-tables."""
+    out, i = [], 0
+    while i < len(lines):
+        if lines[i].lstrip().startswith("|") and i + 1 < len(lines) and set(lines[i + 1].strip()) <= set("|-: "):
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            rows = []
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                if not set(lines[i].strip()) <= set("|-: "):
+                    rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            out += [f"{indent}.. list-table::", f"{indent}   :header-rows: 1", ""]
+            for row in rows:
+                out += [f"{indent}   * - {row[0]}"] + [f"{indent}     - {c}" for c in row[1:]]
+            out.append("")
+        else:
+            out.append(lines[i])
+            i += 1
+    return out
+
+
+def docstring_to_rst(app, what, name, obj, options, lines: list[str]) -> None:
+    """gradlab's docstrings are read in notebooks too: they write math as $...$ and $$...$$ and
+    tables in Markdown. autodoc reads reST, so convert those three."""
+    text = "\n".join(markdown_tables_to_rst(lines))
+    if "$" in text:
+        def display(m: re.Match) -> str:
+            body = " ".join(part.strip() for part in m.group(1).splitlines())
+            return f"\n\n.. math::\n\n   {body}\n\n"
+
+        text = _DISPLAY_MATH.sub(display, text)
+        # (a "|" inside a role can be read as a substitution reference: write it as \vert)
+        text = _INLINE_MATH.sub(lambda m: ":math:`%s`" % m.group(1).strip().replace("|", r"\vert "), text)
+        # a role must end before a word character ("$2^{25}$M"): an escaped space separates them
+        text = re.sub(r"(:math:`[^`]*`)(?=\w)", r"\1\\ ", text)
+    lines[:] = text.split("\n")
+
+
+def resolve_gradlab_reference(app, env, node, contnode):
+    """Docstrings name objects by their defining module (`gradlab.es_point.es_grad`); the API page documents
+    them under their public name (`gradlab.es_grad`). Link to that; an internal helper that is not public
+    (not in `gradlab.__all__`) is shown as plain code instead of a broken link."""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("gradlab."):
+        return None
+    public = "gradlab." + target.rsplit(".", 1)[-1]
+    if public != target:
+        domain = env.get_domain("py")
+        found = domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], public, node, contnode)
+        if found is not None:
+            return found
+    return contnode
+
+
+def setup(app):
+    # Run after sphinx-thebe and the themes have added their scripts.
+    app.connect("html-page-context", drop_duplicate_scripts, priority=900)
+    app.connect("source-read", insert_api)
+    app.connect("autodoc-process-docstring", docstring_to_rst)
+    app.connect("missing-reference", resolve_gradlab_reference)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
