@@ -1,20 +1,22 @@
 """Lab 4's own synthetic submissions, graded by tests/test_grading.py (instructor side: never released).
 
-The generic cases (the solution, the untouched student notebook, an answer cell that raises, loops or kills
-its kernel, edited/deleted/re-weighted cells, huge output, a non-UTF-8 byte, a truncated file, shadowed
-helpers) are built by the test from any lab. What only the lab's author knows is here. Each submission
-starts from the solution notebook; ``answers`` replaces answer cells (by grade_id), ``unanswered`` puts
-the student's stub back; ``score`` is the exact expected total and ``failed`` the test cells that must
-score 0 (every other test cell must get full points). ``kinds`` names what the submission stands for;
-together the submissions must cover partial, alternative, noisy and delegation.
+Format: see solutions/lab1/cases.py. Each submission starts from the solution notebook.
 """
 
 SUBMISSIONS = {
-    # Parts 2 and 4b left undone: 14 - 2 - 3. The tasks built on them (st_grad_samples on st_bernoulli,
-    # adapt_surrogate on relax_grad_samples) are tested with gradlab's versions and keep their points.
+    # Part 2 wrong (the right samples, but detached: no straight-through gradient), Part 4b left undone:
+    # 14 - 2 - 3. The tasks built on them (st_grad_samples on st_bernoulli, adapt_surrogate on
+    # relax_grad_samples) are tested with gradlab's versions and keep their points.
     "partial": {
         "kinds": ["partial"],
-        "unanswered": ["st_bernoulli", "relax"],
+        "unanswered": ["relax"],
+        "answers": {
+            "st_bernoulli": '''
+def st_bernoulli(probs, generator):
+    u = torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
+    return (u < probs).to(probs.dtype)
+''',
+        },
         "score": 9,
         "failed": ["test-st_bernoulli", "test-relax"],
     },
