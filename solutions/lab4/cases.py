@@ -1,0 +1,112 @@
+"""Lab 4's own synthetic submissions, graded by tests/test_grading.py (instructor side: never released).
+
+Format: see solutions/lab1/cases.py. Each submission starts from the solution notebook.
+"""
+
+SUBMISSIONS = {
+    # Part 2 wrong (the right samples, but detached: no straight-through gradient), Part 4b left undone:
+    # 14 - 2 - 3. The tasks built on them (st_grad_samples on st_bernoulli, adapt_surrogate on
+    # relax_grad_samples) are tested with gradlab's versions and keep their points.
+    "partial": {
+        "kinds": ["partial"],
+        "unanswered": ["relax"],
+        "answers": {
+            "st_bernoulli": '''
+def st_bernoulli(probs, generator):
+    u = torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
+    return (u < probs).to(probs.dtype)
+''',
+        },
+        "score": 9,
+        "failed": ["test-st_bernoulli", "test-relax"],
+    },
+    # Correct, written differently: a Gumbel-softmax normalised by hand (max subtracted, exp, sum) that
+    # warns; straight-through as a torch.autograd.Function of its own; the straight-through estimate as
+    # df/db times p(1 - p) by hand; REINFORCE's score taken by autograd through Bernoulli.log_prob; the
+    # variance adaptation with a tqdm bar on stderr, another surrogate wrapper and loss arrangement.
+    # Delegation: exact_bernoulli_grad and relax_grad_samples call gradlab (visible tests pass, hidden fail).
+    "different": {
+        "kinds": ["alternative", "noisy", "delegation"],
+        "answers": {
+            "gumbel_softmax": '''
+import warnings
+
+
+def gumbel_softmax_sample(logits, tau, generator):
+    if tau <= 0:
+        raise ValueError(f"tau: expected a positive temperature, got {tau}")
+    warnings.warn("gumbel_softmax_sample: a warning from correct code", UserWarning)
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    u = torch.clamp(u, min=torch.finfo(logits.dtype).tiny)
+    scores = (logits - torch.log(-torch.log(u))) / tau
+    scores = scores - scores.max(dim=-1, keepdim=True).values
+    weights = scores.exp()
+    return weights / weights.sum(dim=-1, keepdim=True)
+''',
+            "st_bernoulli": '''
+class IdentityBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, probs, u):
+        return (u < probs).to(probs.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def st_bernoulli(probs, generator):
+    u = torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
+    return IdentityBackward.apply(probs, u)
+''',
+            "exact_bernoulli_grad": '''
+def exact_bernoulli_grad(f, theta):
+    return gradlab.expectation.exact_expectation_grad(f, bernoulli, theta)
+''',
+            "st_grad_samples": '''
+def st_grad_samples(f, theta, *, num_samples, generator):
+    p = torch.sigmoid(theta.detach()).expand(num_samples, *theta.shape).clone().requires_grad_(True)
+    b = st_bernoulli(p, generator)
+    (df_db,) = torch.autograd.grad(f(b).sum(), p)  # the identity backward: df/dp = df/db
+    return df_db * p.detach() * (1 - p.detach())
+''',
+            "reinforce": '''
+def reinforce_grad_samples(f, theta, *, num_samples, generator):
+    p = torch.sigmoid(theta.detach())
+    b = torch.bernoulli(p.expand(num_samples, *p.shape), generator=generator)
+    copies = theta.detach().expand(num_samples, *theta.shape).clone().requires_grad_(True)
+    log_prob = torch.distributions.Bernoulli(logits=copies).log_prob(b).sum()
+    (score,) = torch.autograd.grad(log_prob, copies)
+    return f(b).unsqueeze(-1) * score
+''',
+            "relax": '''
+def relax_grad_samples(f, theta, surrogate, *, num_samples, generator):
+    estimator = gradlab.discrete.RELAX(surrogate, rebar_term=False)
+    return estimator.estimate(f, bernoulli, theta, num_samples=num_samples, generator=generator, create_graph=True)
+''',
+            "adapt_surrogate": '''
+import sys
+
+from tqdm import tqdm
+
+
+def adapt_surrogate(f, theta, net, *, num_steps, num_samples, lr, generator):
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def surrogate(z):
+        return net(z)[..., 0]
+
+    losses = []
+    for _ in tqdm(range(num_steps), file=sys.stderr, desc="adapting the surrogate"):
+        optimizer.zero_grad(set_to_none=True)
+        g = relax_grad_samples(f, theta, surrogate, num_samples=num_samples, generator=generator)
+        loss = (g * g).sum(dim=1).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    return losses
+''',
+        },
+        "score": 10,
+        "failed": ["test-exact_bernoulli_grad", "test-relax"],
+    },
+}
