@@ -143,7 +143,7 @@ __all__ = [
 ]
 
 # gradients of expectations (issue 6): score function, pathwise, measure-valued, control variates
-from . import control_variates, distributions, expectation, measure_valued, pathwise, score
+from . import control_variates, distributions, estimator, expectation, measure_valued, pathwise, score
 from .control_variates import (
     Baseline,
     ConstantBaseline,
@@ -153,6 +153,7 @@ from .control_variates import (
     OptimalBaseline,
 )
 from .distributions import per_sample
+from .estimator import Estimate, Estimator, UnsupportedDistribution
 from .expectation import (
     ESTIMATORS,
     exact_expectation_grad,
@@ -165,6 +166,10 @@ from .pathwise import Pathwise
 from .score import ScoreFunction
 
 __all__ += [
+    "estimator",
+    "Estimator",
+    "Estimate",
+    "UnsupportedDistribution",
     "expectation",
     "distributions",
     "score",
@@ -211,11 +216,8 @@ __all__ += ["explore", "frames", "widgets", "GradientExplorer", "VarianceExplore
 
 # discrete variables: Gumbel, straight-through, REBAR, RELAX, Sinkhorn (issue 7)
 from . import discrete, relax
+from .relax import REBAR, RELAX, GumbelSoftmaxEstimator, StraightThroughEstimator
 from .discrete import (
-    REBAR,
-    RELAX,
-    GumbelSoftmaxEstimator,
-    StraightThroughEstimator,
     gumbel_max,
     gumbel_sinkhorn,
     gumbel_softmax,

@@ -27,7 +27,7 @@ $\mathbb E[(f-b)^2 s_j^2]$ to zero); :class:`OptimalBaseline` plugs in batch ave
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 from torch import distributions as D
@@ -50,24 +50,24 @@ __all__ = [
 
 @dataclass
 class ScoreBatch:
-    """What a baseline may look at: costs ``values`` (N,), per-sample ``scores`` (N, D) or None
-    (in :func:`gradlab.surrogate_loss`), the ``samples``, the distribution, ``f`` and the
-    parameter Jacobian ``jacobian`` (P, D) or None."""
+    """What a baseline may look at: costs ``values`` (N,) or per item (N, B), per-sample ``scores``
+    (N, P) w.r.t. the distribution's parameters or None (per-item costs, the surrogate loss), the
+    ``samples``, the distribution and ``f``."""
 
     values: torch.Tensor
     scores: Optional[torch.Tensor]
     samples: torch.Tensor
     dist: D.Distribution
     f: Callable
-    jacobian: Optional[torch.Tensor] = None
-    cache: object = None  # scratch space of the baseline for this batch
 
 
 class Baseline:
-    """A baseline: ``__call__(batch)`` gives $b$ of shape (N, 1) or (N, D); ``correction(batch)``
-    the term added back to every sample (a (D,) tensor, or 0)."""
+    """A baseline: ``__call__(batch)`` gives $b$ of shape (N, 1), (N, P) (``per_coordinate``) or,
+    for per-item costs, (N, B); ``correction(batch)`` the term added back to every sample
+    (a (P,) tensor in the distribution's parameters, or 0). :meth:`fit` returns both from
+    one pass over the batch (what the score-function estimator calls)."""
 
-    per_coordinate = False  # True when b has one value per coordinate of theta (N, D)
+    per_coordinate = False  # True when b has one value per coordinate of the parameters (N, P)
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
         raise NotImplementedError
@@ -75,16 +75,25 @@ class Baseline:
     def correction(self, batch: ScoreBatch) -> Union[torch.Tensor, float]:
         return 0.0
 
+    def fit(self, batch: ScoreBatch) -> Tuple[torch.Tensor, Union[torch.Tensor, float]]:
+        """``(b, correction)`` for this batch, each computed once."""
+        return self(batch), self.correction(batch)
+
     def surrogate_correction(self, batch: ScoreBatch) -> Union[torch.Tensor, float]:
-        """A scalar whose gradient w.r.t. the distribution's parameters is :meth:`correction`."""
+        """Deprecated (the generic surrogate of :class:`gradlab.estimator.Estimator` handles corrections)."""
         return 0.0
+
+
+def as_column(b: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """A baseline shaped like ``values`` as (N, 1) for one cost per sample, kept (N, B) per item."""
+    return b.unsqueeze(1) if values.dim() == 1 else b
 
 
 class NoBaseline(Baseline):
     """$b = 0$: the plain score-function (REINFORCE) estimator."""
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
-        return torch.zeros_like(batch.values).unsqueeze(1)
+        return as_column(torch.zeros_like(batch.values), batch.values)
 
 
 class ConstantBaseline(Baseline):
@@ -98,7 +107,7 @@ class ConstantBaseline(Baseline):
         self.value = float(value)
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
-        return torch.full_like(batch.values, self.value).unsqueeze(1)
+        return as_column(torch.full_like(batch.values, self.value), batch.values)
 
 
 class EMABaseline(Baseline):
@@ -118,7 +127,7 @@ class EMABaseline(Baseline):
         self.value = self.initial
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
-        b = torch.full_like(batch.values, self.value).unsqueeze(1)
+        b = as_column(torch.full_like(batch.values, self.value), batch.values)
         mean = float(batch.values.detach().mean())
         self.value = self.decay * self.value + (1.0 - self.decay) * mean
         return b
@@ -128,7 +137,9 @@ class LeaveOneOut(Baseline):
     r"""RLOO: $b_n = \frac{1}{N-1}\sum_{m\ne n} f(x_m)$, the mean of the *other* samples' costs.
 
     Unbiased: $b_n$ is independent of $x_n$. Equivalently $\hat g = \frac{1}{N-1}\sum_n
-    (f_n - \bar f)\, s_n$ (Kool et al., 2019). Needs ``num_samples >= 2``.
+    (f_n - \bar f)\, s_n$ (Kool et al., 2019). Needs ``num_samples >= 2``. The sums over the
+    other samples are exact (:func:`leave_one_out_sums`, no ``sum - f_n`` cancellation); with
+    per-item costs (N, B) each item gets its own leave-one-out mean.
     """
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
@@ -136,7 +147,7 @@ class LeaveOneOut(Baseline):
         count = values.shape[0]
         if count < 2:
             raise ValueError("baseline='rloo' needs num_samples >= 2")
-        return ((values.sum() - values) / (count - 1)).unsqueeze(1)
+        return as_column(leave_one_out_sums(values) / (count - 1), values)
 
 
 class OptimalBaseline(Baseline):
@@ -196,9 +207,10 @@ class DeltaMethod(Baseline):
     backward pass at $\mu$ per batch) and a Normal (or ``Independent`` Normal).
     """
 
-    needs_jacobian = True
+    needs_jacobian = True  # needs the distribution's parameters (a Normal's loc) and one cost per sample
 
-    def _expansion(self, batch: ScoreBatch):
+    def expansion(self, batch: ScoreBatch) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""$f(\mu)$ and $\nabla f(\mu)$ at the mean of the batch's Normal: one evaluation, one backward."""
         base = unwrap_independent(batch.dist)
         if type(base) is not D.Normal:
             raise ValueError(
@@ -210,25 +222,27 @@ class DeltaMethod(Baseline):
             if not isinstance(value, torch.Tensor) or value.numel() != 1:
                 raise ValueError("baseline='delta': f must return shape (1,) for a batch of one sample")
             (grad,) = torch.autograd.grad(value.sum(), mu)
-        return value.detach().reshape(()), grad, base
+        return value.detach().reshape(()), grad
 
-    def __call__(self, batch: ScoreBatch) -> torch.Tensor:
-        value, grad, _ = self._expansion(batch)
-        batch.cache = (value, grad)
+    def baseline_from(self, batch: ScoreBatch, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         shift = (batch.samples.detach() - batch.dist.mean.detach()) * grad
         return (value + shift.reshape(shift.shape[0], -1).sum(1)).unsqueeze(1)
 
-    def correction(self, batch: ScoreBatch) -> torch.Tensor:
-        _, grad = batch.cache
+    def correction_from(self, batch: ScoreBatch, grad: torch.Tensor) -> torch.Tensor:
+        r"""$\nabla_\lambda \mathbb E[h] = (\nabla f(\mu), 0)$ over the flat (``loc``, ``scale``)."""
         params = distribution_params(batch.dist)
-        mean_grad = {
-            k: grad if k.endswith("loc") else torch.zeros_like(v) for k, v in params.items()
-        }
-        return flatten_param_dict(mean_grad) @ batch.jacobian
+        mean_grad = {k: grad if k.endswith("loc") else torch.zeros_like(v) for k, v in params.items()}
+        return flatten_param_dict(mean_grad)
 
-    def surrogate_correction(self, batch: ScoreBatch) -> torch.Tensor:
-        _, grad = batch.cache
-        return (unwrap_independent(batch.dist).loc * grad).sum()
+    def fit(self, batch: ScoreBatch) -> Tuple[torch.Tensor, torch.Tensor]:
+        value, grad = self.expansion(batch)  # once per batch, passed on explicitly
+        return self.baseline_from(batch, value, grad), self.correction_from(batch, grad)
+
+    def __call__(self, batch: ScoreBatch) -> torch.Tensor:
+        return self.baseline_from(batch, *self.expansion(batch))
+
+    def correction(self, batch: ScoreBatch) -> torch.Tensor:
+        return self.correction_from(batch, self.expansion(batch)[1])
 
 
 BASELINES = {

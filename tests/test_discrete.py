@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal, OneHotCategorical
 
 from gradlab.expectation import exact_expectation_grad, expectation_grad
+from gradlab.estimator import UnsupportedDistribution
 from gradlab.relax import ControlVariateEstimator
 from gradlab.discrete import (
     REBAR,
@@ -170,10 +171,10 @@ def test_invalid_arguments_raise_clear_errors():
         straight_through(LOGITS, dist="poisson")
     with pytest.raises(ValueError, match="baseline"):
         REBAR().per_sample_grads(toy, bernoulli, LOGITS[:3], num_samples=4, baseline="rloo")
-    with pytest.raises(TypeError, match="make_dist"):
+    with pytest.raises(UnsupportedDistribution, match="estimator='rebar' needs a Bernoulli"):
         REBAR().per_sample_grads(toy, lambda th: Normal(th, 1.0), LOGITS[:3], num_samples=4)
-    with pytest.raises(ValueError, match="shape"):
-        REBAR().double().per_sample_grads(lambda b: b, bernoulli, LOGITS[:3], num_samples=4)
+    with pytest.raises(ValueError, match="shape"):  # (N, 3) would be per-item costs: (N, 6) is wrong
+        REBAR().double().per_sample_grads(lambda b: torch.cat([b, b], 1), bernoulli, LOGITS[:3], num_samples=4)
     with pytest.raises(ValueError, match="OneHotCategorical"):
         REBAR().per_sample_grads(lambda b: b.double(), lambda th: Categorical(logits=th), LOGITS, num_samples=4)
     with pytest.raises(ValueError, match="surrogate"):
