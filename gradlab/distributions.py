@@ -56,9 +56,8 @@ def check_num_samples(num_samples: object) -> int:
 
 def check_distribution(dist: object, name: str = "make_dist(theta)") -> D.Distribution:
     if not isinstance(dist, D.Distribution):
-        raise TypeError(
-            f"{name} must return a torch.distributions.Distribution, got {type(dist).__name__}"
-        )
+        verb = "return" if name.endswith(")") else "be"
+        raise TypeError(f"{name} must {verb} a torch.distributions.Distribution, got {type(dist).__name__}")
     return dist
 
 
@@ -142,7 +141,7 @@ def _has_mean(dist: D.Distribution) -> bool:
 def distribution_params(dist: D.Distribution) -> Params:
     """The tensors that define ``dist``, by name (``Independent`` adds a ``base.`` prefix).
 
-    Normal: ``loc``, ``scale``; Bernoulli and Categorical: ``probs``; any other
+    Normal: ``loc``, ``scale``; Bernoulli, Categorical and OneHotCategorical: ``probs``; any other
     distribution: its ``arg_constraints`` that were given to it. Every tensor is
     broadcast to the distribution's batch shape (plus an event part where the
     parameter has one, e.g. the ``K`` class probabilities of a Categorical).
@@ -151,7 +150,7 @@ def distribution_params(dist: D.Distribution) -> Params:
         return {f"base.{k}": v for k, v in distribution_params(dist.base_dist).items()}
     if type(dist) is D.Normal:
         return {"loc": dist.loc, "scale": dist.scale}
-    if type(dist) in (D.Bernoulli, D.Categorical):
+    if type(dist) in (D.Bernoulli, D.Categorical, D.OneHotCategorical):
         return {"probs": dist.probs}
     found = {k: dist.__dict__[k] for k in dist.arg_constraints if k in dist.__dict__}
     return {k: v for k, v in found.items() if isinstance(v, torch.Tensor)}
