@@ -485,3 +485,20 @@ def test_a_new_estimator_is_covered_by_registering_it(monkeypatch):
     monkeypatch.setitem(ESTIMATORS, "wrapped_score", wrapped)
     assert ("wrapped_score", "bernoulli") in registry_cases()
     assert any(case[0] == "wrapped_score" for case in error_cases())
+
+
+# =========================================================================== the chain rule's two paths
+@pytest.mark.parametrize("count", [1, 2, 5, 6, 7, 40])
+@pytest.mark.parametrize("make, theta", [(gauss_make, TH_GAUSS), (onehot_make, TH_ONEHOT), (items_make, TH_BERN)])
+def test_chain_rule_equals_the_jacobian_product_on_both_paths(count, make, theta):
+    """N < P uses N batched vector-Jacobian products, N >= P the Jacobian: both equal g J (float64)."""
+    from gradlab.distributions import distribution_params, parameter_jacobian
+    from gradlab.estimator import chain_rule
+
+    leaf = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        lam = distribution_params(make(leaf))
+    size = sum(v.numel() for v in lam.values())
+    g = torch.randn(count, size, generator=gen(count), dtype=F64)
+    expected = g @ parameter_jacobian(make, theta)
+    torch.testing.assert_close(chain_rule(lam, leaf, g), expected)
