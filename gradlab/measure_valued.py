@@ -95,6 +95,16 @@ class MeasureValued(Estimator):
             names = ", ".join(t.__name__ for t in SUPPORTED)
             raise self.unsupported(dist, f"{names} (or Independent products of them)")
 
+    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
+        """Deprecated: the hook of the protocol before :mod:`gradlab.estimator` (the labs list it); (N, D)."""
+        return self.theta_estimate(
+            f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
+        ).grads.reshape(num_samples, -1)
+
+    def surrogate(self, f, dist, *, num_samples, baseline, generator) -> torch.Tensor:
+        r"""The generic surrogate: value the mean cost, gradient $\sum_i \lambda_i\,\operatorname{stop}(\bar g_i)$."""
+        return super().surrogate(f, dist, num_samples=num_samples, baseline=baseline, generator=generator)
+
     @torch.no_grad()
     def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False, needed=None):
         """Per-sample weak-derivative estimates w.r.t. the flat parameters of ``dist``: (N, P).

@@ -59,6 +59,12 @@ class Pathwise(Estimator):
             grads = per_sample_param_grads(values.sum(), copies)
         return Estimate(values.detach(), grads)
 
+    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
+        """Deprecated: the hook of the protocol before :mod:`gradlab.estimator` (the labs list it); (N, D)."""
+        return self.theta_estimate(
+            f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
+        ).grads.reshape(num_samples, -1)
+
     def surrogate(self, f, dist, *, num_samples, baseline, generator) -> torch.Tensor:
         r"""$\frac1N \sum_n f(x_n)$ with $x_n$ from ``rsample``: its gradient is the pathwise estimate."""
         x = draw(dist, (num_samples,), generator=generator, reparameterized=True)

@@ -145,6 +145,12 @@ class ScoreFunction(Estimator):
             grads = weights * scores
         return Estimate(values, grads + correction)
 
+    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
+        """Deprecated: the hook of the protocol before :mod:`gradlab.estimator` (the labs list it); (N, D)."""
+        return self.theta_estimate(
+            f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
+        ).grads.reshape(num_samples, -1)
+
     def unreadable_grads(self, f, make_dist, theta, dist, *, num_samples, baseline, generator) -> Estimate:
         control = resolve_baseline(baseline)
         if control.per_coordinate or getattr(control, "needs_jacobian", False):
