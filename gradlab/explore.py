@@ -197,7 +197,8 @@ def _relax(problem, *, num_samples, knob, generator):
 _TAU = dict(knob="tau", knob_range=(0.05, 5.0), knob_default=0.5, requires_relaxation=True)
 register_explorer_estimator(expectation_entry(GumbelSoftmaxEstimator,
                                               "Gumbel-softmax (relaxed)", name="gumbel_softmax", **_TAU))
-register_explorer_estimator(expectation_entry("straight_through", "straight-through", requires_relaxation=True))
+register_explorer_estimator(expectation_entry("st", "straight-through", name="straight_through",
+                                              requires_relaxation=True))
 register_explorer_estimator(expectation_entry(lambda tau: REBAR(eta=1.0, tau=tau), "REBAR (η = 1)", name="rebar",
                                               evaluations=lambda d, n: 3 * n, **_TAU))
 register_explorer_estimator(ExplorerEstimator("relax", "RELAX (adapted at θ)", _relax, kind="expectation",

@@ -346,13 +346,20 @@ def test_gumbel_sinkhorn_hard_samples_are_permutations_with_soft_gradients():
 
 
 def test_registered_names_and_the_exact_enumeration_agree():
-    """estimator="straight_through" / "gumbel_softmax" are registered; my enumeration for one-hot matches Categorical."""
+    """estimator="st" / "concrete" / "rebar" / "relax" are registered (and the deprecated keys
+    "straight_through" / "gumbel_softmax" give the same numbers); my enumeration for one-hot matches Categorical."""
     theta = torch.tensor([0.0, -0.5, 2.0], dtype=F64)
-    a = expectation_grad(toy, bernoulli, theta, estimator="straight_through", num_samples=10, generator=gen(30))
+    a = expectation_grad(toy, bernoulli, theta, estimator="st", num_samples=10, generator=gen(30))
     b = StraightThroughEstimator().per_sample_grads(toy, bernoulli, theta, num_samples=10, generator=gen(30))
-    assert torch.equal(a, b)
-    g = expectation_grad(toy, bernoulli, theta, estimator="gumbel_softmax", num_samples=10, generator=gen(31))
-    assert g.shape == (10, 3) and torch.isfinite(g).all()
+    old = expectation_grad(toy, bernoulli, theta, estimator="straight_through", num_samples=10, generator=gen(30))
+    assert torch.equal(a, b) and torch.equal(a, old)
+    g = expectation_grad(toy, bernoulli, theta, estimator="concrete", num_samples=10, generator=gen(31))
+    h = GumbelSoftmaxEstimator(0.5).per_sample_grads(toy, bernoulli, theta, num_samples=10, generator=gen(31))
+    old = expectation_grad(toy, bernoulli, theta, estimator="gumbel_softmax", num_samples=10, generator=gen(31))
+    assert g.shape == (10, 3) and torch.isfinite(g).all() and torch.equal(g, h) and torch.equal(g, old)
+    r = expectation_grad(toy, bernoulli, theta, estimator="rebar", num_samples=10, generator=gen(32))
+    torch.testing.assert_close(r, REBAR().double().per_sample_grads(toy, bernoulli, theta, num_samples=10,
+                                                                     generator=gen(32)))
     logits = torch.tensor([0.5, -1.0, 0.2, 0.0], dtype=F64)
     p = torch.softmax(logits, 0)
     values = (torch.eye(4, dtype=F64) @ W_CAT - 0.5) ** 2
