@@ -16,9 +16,9 @@ Zeroth-order estimators (gradients from function values):
     ``ZeroOrderModule``), :mod:`gradlab.es_lab` (the lab's ``ES_grad`` /
     ``ES_step``), :mod:`gradlab.noise` (noise sources) and
     :mod:`gradlab.blackbox` (a black-box regularizer by the score function).
-Gradients of expectations (one signature, :func:`gradlab.expectation_grad`):
-    :mod:`gradlab.expectation` (the signature, the registry, ``surrogate_loss``,
-    ``exact_expectation_grad``), :mod:`gradlab.score` (score function / REINFORCE),
+Gradients of expectations (one protocol, :mod:`gradlab.estimator`; one call, :func:`gradlab.expectation_grad`):
+    :mod:`gradlab.estimator` (the base class ``Estimator``, ``Estimate``, the registry ``ESTIMATORS``),
+    :mod:`gradlab.expectation` (``expectation_grad``, ``surrogate_loss``, ``exact_expectation_grad``), :mod:`gradlab.score` (score function / REINFORCE),
     :mod:`gradlab.pathwise` (reparameterization), :mod:`gradlab.measure_valued`
     (weak derivatives), :mod:`gradlab.control_variates` (baselines) and
     :mod:`gradlab.distributions` (their shared sampling and parameter plumbing).

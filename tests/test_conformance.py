@@ -20,6 +20,7 @@ exceed 5 standard errors on some coordinate, checked on the same draw.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -60,11 +61,11 @@ W = torch.tensor([1.0, 2.0, -1.5], dtype=F64)
 
 
 def bern_f(b):
-    return (b @ W.to(b.dtype) - 0.5) ** 2 + b[:, 0] * b[:, 2]
+    return (b @ W.to(b) - 0.5) ** 2 + b[:, 0] * b[:, 2]
 
 
 def bern_make(t):
-    return D.Independent(D.Bernoulli(logits=A.to(t.dtype) @ t + 0.2), 1)
+    return D.Independent(D.Bernoulli(logits=A.to(t) @ t + 0.2), 1)
 
 
 def exact_value(f, make_dist, theta):
@@ -82,11 +83,11 @@ C = torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.5, -1.0]], dtype=F64)
 
 
 def onehot_logits(t):
-    return t.reshape(2, 3) @ M.to(t.dtype)
+    return t.reshape(2, 3) @ M.to(t)
 
 
 def onehot_f(x):
-    return ((x * C.to(x.dtype)).sum((-1, -2)) - 0.3) ** 2 + x[:, 0, 1] * x[:, 1, 2]
+    return ((x * C.to(x)).sum((-1, -2)) - 0.3) ** 2 + x[:, 0, 1] * x[:, 1, 2]
 
 
 def onehot_make(t):
@@ -111,11 +112,11 @@ WG = torch.tensor([1.0, 0.5, 2.0], dtype=F64)
 
 
 def gauss_make(t):
-    return D.Independent(D.Normal(A.to(t.dtype) @ t, (B.to(t.dtype) @ t).exp()), 1)
+    return D.Independent(D.Normal(A.to(t) @ t, (B.to(t) @ t).exp()), 1)
 
 
 def gauss_f(x):
-    return ((x - 0.2) ** 2 * WG.to(x.dtype)).sum(-1)
+    return ((x - 0.2) ** 2 * WG.to(x)).sum(-1)
 
 
 def gauss_expectation(t):
@@ -135,11 +136,11 @@ WI = torch.tensor([[1.0, -1.0, 2.0], [0.5, 1.5, -1.0]], dtype=F64)
 
 def items_make(t):
     """Two independent items (batch_shape (2,)), three bits each; f returns one cost per item."""
-    return D.Independent(D.Bernoulli(logits=(AI.to(t.dtype) @ t).reshape(2, 3)), 1)
+    return D.Independent(D.Bernoulli(logits=(AI.to(t) @ t).reshape(2, 3)), 1)
 
 
 def items_f(b):
-    return ((b * WI.to(b.dtype)).sum(-1) - 0.4) ** 2  # (N, 2)
+    return ((b * WI.to(b)).sum(-1) - 0.4) ** 2  # (N, 2)
 
 
 TH_BERN = torch.tensor([0.3, -0.6], dtype=F64)
@@ -177,39 +178,53 @@ def problems_for(estimator: Estimator):
 
 
 # =========================================================================== the checks, reusable
-def check_conformance(estimator: Estimator, problem: Problem) -> None:
+def rng_states(device: torch.device):
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return states
+
+
+def check_conformance(estimator: Estimator, problem: Problem, device: str = "cpu") -> None:
     """Every rule of the protocol but unbiasedness, on one problem; raises AssertionError."""
+    device = torch.device(device)
+
+    def seeded(seed):
+        return torch.Generator(device).manual_seed(seed)
+
     for dtype in (F64, torch.float32):
-        theta = problem.theta.to(dtype)
+        theta = problem.theta.to(device=device, dtype=dtype)
         before = theta.clone()
-        state = torch.get_rng_state()
-        one = estimator.per_sample_grads(problem.f, problem.make_dist, theta, num_samples=UNEVEN, generator=gen(1))
-        assert torch.equal(state, torch.get_rng_state()), "the global RNG state changed"
-        two = estimator.per_sample_grads(problem.f, problem.make_dist, theta, num_samples=UNEVEN, generator=gen(1))
-        other = estimator.per_sample_grads(problem.f, problem.make_dist, theta, num_samples=UNEVEN, generator=gen(2))
+        state = rng_states(device)
+        one = estimator.per_sample_grads(problem.f, problem.make_dist, theta, num_samples=UNEVEN, generator=seeded(1))
+        assert all(torch.equal(a, b) for a, b in zip(state, rng_states(device))), "the global RNG state changed"
+        two = estimator.per_sample_grads(problem.f, problem.make_dist, theta, num_samples=UNEVEN, generator=seeded(1))
+        other = estimator.per_sample_grads(problem.f, problem.make_dist, theta, num_samples=UNEVEN,
+                                           generator=seeded(2))
         assert one.shape == (UNEVEN, *theta.shape), f"shape {tuple(one.shape)}, expected {(UNEVEN, *theta.shape)}"
         assert one.dtype == dtype, f"dtype {one.dtype}, expected {dtype}"
-        assert one.device == theta.device
+        assert one.device == theta.device, f"device {one.device}, expected {theta.device}"
         assert not one.requires_grad
         assert torch.isfinite(one).all()
         assert torch.equal(one, two), "the same generator state gave different estimates"
         assert not torch.equal(one, other), "different generator states gave the same estimates"
         assert torch.equal(theta, before) and theta.grad is None and not theta.requires_grad
         via_call = expectation_grad(problem.f, problem.make_dist, theta, estimator=estimator,
-                                    num_samples=UNEVEN, generator=gen(1))
+                                    num_samples=UNEVEN, generator=seeded(1))
         assert torch.equal(via_call, one), "expectation_grad differs from per_sample_grads"
     # surrogate_loss: value = mean cost of the draw, gradient = mean of the per-sample estimates
     count = 64
-    leaf = problem.theta.clone().requires_grad_(True)
+    theta = problem.theta.to(device)
+    leaf = theta.clone().requires_grad_(True)
     loss = surrogate_loss(problem.f, problem.make_dist(leaf), estimator=estimator, num_samples=count,
-                          generator=gen(3))
+                          generator=seeded(3))
     assert loss.dim() == 0, f"surrogate_loss has shape {tuple(loss.shape)}"
     loss.backward()
-    expected = estimator.per_sample_grads(problem.f, problem.make_dist, problem.theta, num_samples=count,
-                                          generator=gen(3)).mean(0)
+    expected = estimator.per_sample_grads(problem.f, problem.make_dist, theta, num_samples=count,
+                                          generator=seeded(3)).mean(0)
     torch.testing.assert_close(leaf.grad, expected, msg="surrogate gradient != mean per-sample estimate")
-    costs = estimator.theta_estimate(problem.f, problem.make_dist, problem.theta, num_samples=count,
-                                     generator=gen(3)).costs
+    costs = estimator.theta_estimate(problem.f, problem.make_dist, theta, num_samples=count,
+                                     generator=seeded(3)).costs
     costs = costs.sum(1) if costs.dim() == 2 else costs
     torch.testing.assert_close(loss.detach(), costs.mean().to(loss.dtype), msg="surrogate value != mean cost")
 
@@ -245,6 +260,16 @@ def test_every_registered_estimator_is_an_estimator_and_supports_a_problem():
 @pytest.mark.parametrize("name, problem", CASES)
 def test_conformance(name, problem):
     check_conformance(ESTIMATORS[name], PROBLEM[problem])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("name, problem", CASES)
+def test_conformance_on_cuda(name, problem):
+    """Device follows theta: the same rules with theta and the generator on the GPU."""
+    est = ESTIMATORS[name]
+    if isinstance(est, torch.nn.Module):
+        est = copy.deepcopy(est).to("cuda")
+    check_conformance(est, PROBLEM[problem], device="cuda")
 
 
 @pytest.mark.parametrize("name, problem", CASES)
