@@ -240,3 +240,9 @@ __all__ += [
     "GumbelSoftmaxEstimator",
     "StraightThroughEstimator",
 ]
+
+# antithetic estimators for binary latents: ARM, DisARM
+from . import arm
+from .arm import ARM, DisARM
+
+__all__ += ["arm", "ARM", "DisARM"]

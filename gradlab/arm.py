@@ -28,7 +28,10 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-__all__ = ["antithetic_pair", "arm_logit_grads", "disarm_logit_grads"]
+from .estimator import Estimate, register_estimator
+from .relax import DiscreteEstimator, costs, discrete_kind
+
+__all__ = ["antithetic_pair", "arm_logit_grads", "disarm_logit_grads", "ARM", "DisARM"]
 
 
 def antithetic_pair(
@@ -78,3 +81,44 @@ def disarm_logit_grads(
     weight = sign * (b != b_tilde).to(logits.dtype) * torch.sigmoid(logits.detach().abs())
     grads = 0.5 * _cost_difference(values, values_tilde, logits) * weight
     return 0.5 * (values + values_tilde), grads
+
+
+# --------------------------------------------------------------------------- in the one estimator protocol
+class AntitheticBernoulli(DiscreteEstimator):
+    """Common frame of ARM and DisARM: Bernoulli logits only, ``f`` a black box, 2 evaluations per sample."""
+
+    relaxes = False
+    needs_f = "black box"
+    cost = "2 evaluations of f per sample (an antithetic pair), no backward pass"
+    rule: Callable = staticmethod(arm_logit_grads)
+
+    def check(self, dist) -> None:
+        if discrete_kind(dist) != "bernoulli":
+            raise self.unsupported(dist, "a Bernoulli distribution (or an Independent product of them)")
+
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph, items=None) -> Estimate:
+        count = lam.shape[0]
+
+        def evaluate(fn, x):
+            return costs(fn, x, x.shape[0], items=items).detach()
+
+        values, grads = self.rule(f, lam[0].detach(), count, generator=generator, evaluate=evaluate)
+        return Estimate(values, grads)
+
+
+class ARM(AntitheticBernoulli):
+    r"""ARM (Yin & Zhou 2019): $(f(\tilde b) - f(b))(u - \frac12)$; registered as ``"arm"``."""
+
+    name = "arm"
+    rule = staticmethod(arm_logit_grads)
+
+
+class DisARM(AntitheticBernoulli):
+    r"""DisARM (Dong et al. 2020): ARM with $u$ integrated out given the pair; registered as ``"disarm"``."""
+
+    name = "disarm"
+    rule = staticmethod(disarm_logit_grads)
+
+
+register_estimator("arm", ARM())
+register_estimator("disarm", DisARM())

@@ -17,6 +17,7 @@ one coupling (common random numbers), which keeps the difference small.
 | Normal ``scale`` $\sigma$ | $1/\sigma$ | $\mu + \sigma M$ | $\mu + \sigma M U$, $M\sim$ double-sided Maxwell, $U\sim U(0,1)$ |
 | Bernoulli ``probs`` $p$ | 1 | 1 | 0 |
 | Categorical ``probs`` $p_k$ | 1 | $k$ | (none: $\partial_{p_k}\sum_j p_j f(j) = f(k)$) |
+| Poisson, Exponential, Gamma ``rate`` | see :mod:`gradlab.weak_derivatives` | | |
 
 $W = \sqrt{-2\log V}$ has density $w e^{-w^2/2}$ (the positive part of
 $\partial_\mu$ of the Gaussian, normalised); $M = \pm\sqrt{\chi^2_3}$ has density
@@ -30,32 +31,19 @@ coordinates that $\theta$ moves are computed).
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import distributions as D
 
 from .distributions import draw, evaluate_costs, item_count, unwrap_independent
 from .estimator import Estimate, Estimator, register_estimator
+from .weak_derivatives import double_sided_maxwell, supported_parameters, weak_derivative, weibull
 
 __all__ = ["MeasureValued", "SUPPORTED", "weibull", "double_sided_maxwell"]
 
-SUPPORTED = (D.Normal, D.Bernoulli, D.Categorical)
+SUPPORTED = (D.Normal, D.Bernoulli, D.Categorical, D.Poisson, D.Exponential, D.Gamma)
 _CHUNK_ELEMENTS = 2**22  # entries of perturbed samples evaluated per call of f
-
-
-def weibull(shape, like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Weibull(scale $\\sqrt 2$, concentration 2) draws, $\\sqrt{-2\\log V}$ with $V\\sim U(0,1]$."""
-    uniform = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
-    return torch.sqrt(-2.0 * torch.log1p(-uniform))
-
-
-def double_sided_maxwell(shape, like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Double-sided Maxwell draws (density $m^2\\varphi(m)$): $\\pm$ the norm of 3 standard normals."""
-    normals = torch.randn((*shape, 3), generator=generator, dtype=like.dtype, device=like.device)
-    sign = torch.where(normals[..., 0] < 0, -1.0, 1.0).to(like.dtype)
-    return sign * normals.norm(dim=-1)
 
 
 def check_supported(dist: D.Distribution) -> D.Distribution:
@@ -88,7 +76,7 @@ class MeasureValued(Estimator):
     name = "measure_valued"
     needs_f = "black box"
     skips_constant_params = True
-    cost = "1 + 2 evaluations of f per Normal/Bernoulli parameter and K per Categorical coordinate, per sample"
+    cost = "1 + 2 evaluations of f per Normal/Bernoulli/Poisson/Exponential/Gamma parameter and K per Categorical coordinate, per sample"
 
     def check(self, dist: D.Distribution) -> None:
         if type(unwrap_independent(dist)) not in SUPPORTED:
@@ -112,52 +100,48 @@ class MeasureValued(Estimator):
         ``needed`` (bool, (P,)) skips the parameters it marks False (their columns stay 0).
         """
         base = unwrap_independent(dist)
-        params = lam
         x = draw(dist, (num_samples,), generator=generator)
         items = item_count(dist)
         costs = evaluate_costs(f, x, num_samples, items=items)
         shape = tuple(x.shape[1:])
         flat_x = x.reshape(num_samples, -1)
-        dim = flat_x.shape[1]
-        total = sum(v.numel() for v in params.values())
+        total = sum(v.numel() for v in lam.values())
         needed = torch.ones(total, dtype=torch.bool) if needed is None else needed.cpu()
-        dtype = next(iter(params.values())).dtype
+        dtype = next(iter(lam.values())).dtype
         grads = torch.zeros(num_samples, total, dtype=dtype, device=x.device)
-        if type(base) is D.Normal:
-            loc, scale = base.loc.detach().reshape(-1), base.scale.detach().reshape(-1)
-            for offset, kind in ((0, "loc"), (dim, "scale")):
-                coords = torch.nonzero(needed[offset:offset + dim]).flatten().to(x.device)
-                for chunk in _chunks(coords, 2 * num_samples * dim):
-                    mu, sigma = loc[chunk], scale[chunk]
-                    if kind == "loc":
-                        w = weibull((num_samples, chunk.numel()), loc, generator)
-                        states = torch.stack([mu + sigma * w, mu - sigma * w], dim=-1)
-                        const = 1.0 / (sigma * math.sqrt(2 * math.pi))
-                    else:
-                        m = double_sided_maxwell((num_samples, chunk.numel()), loc, generator)
-                        u = torch.rand(m.shape, generator=generator, dtype=loc.dtype, device=loc.device)
-                        states = torch.stack([mu + sigma * m, mu + sigma * m * u], dim=-1)
-                        const = 1.0 / sigma
-                    values = _replaced(f, flat_x, chunk, states, shape, items)
-                    grads[:, offset + chunk] = const * (values[..., 0] - values[..., 1])
-            return Estimate(costs, grads)
-        probs = base.probs.detach()
-        if type(base) is D.Bernoulli:
-            probs = probs.reshape(-1)
-            coords = torch.nonzero(needed).flatten().to(x.device)
-            for chunk in _chunks(coords, 2 * num_samples * dim):
-                states = torch.tensor([1.0, 0.0], dtype=x.dtype, device=x.device).expand(num_samples, chunk.numel(), 2)
+        if type(base) is D.Categorical:
+            return Estimate(costs, self._categorical(f, flat_x, shape, items, needed, grads, base.probs.shape[-1]))
+        blocks = {key.split(".")[-1]: value.detach().reshape(-1) for key, value in lam.items()}
+        offset = 0
+        for key, value in lam.items():
+            name, size = key.split(".")[-1], value.numel()
+            coords = torch.nonzero(needed[offset:offset + size]).flatten().to(x.device)
+            if coords.numel() and name not in supported_parameters(type(base)):
+                raise self.unsupported(dist, f"parameters with a weak-derivative rule ({self.rules_text()}); "
+                                       f"theta moves {type(base).__name__}'s {name!r}")
+            for chunk in _chunks(coords, 2 * num_samples * flat_x.shape[1]):
+                params = {k: v[chunk] for k, v in blocks.items()}
+                const, states = weak_derivative(type(base), name, params, flat_x[:, chunk], generator)
                 values = _replaced(f, flat_x, chunk, states, shape, items)
-                grads[:, chunk] = values[..., 0] - values[..., 1]
-            return Estimate(costs, grads)
-        classes = probs.shape[-1]  # Categorical: the parameter block of coordinate i is i*K ... i*K + K - 1
-        coords = torch.nonzero(needed.reshape(dim, classes).any(1)).flatten().to(x.device)
-        for chunk in _chunks(coords, classes * num_samples * dim):
-            states = torch.arange(classes, device=x.device).expand(num_samples, chunk.numel(), classes)
-            values = _replaced(f, flat_x, chunk, states, shape, items)
-            cols = (chunk.unsqueeze(1) * classes + torch.arange(classes, device=x.device)).flatten()
-            grads[:, cols] = values.reshape(num_samples, -1).to(grads.dtype)
+                grads[:, offset + chunk] = (const * (values[..., 0] - values[..., 1])).to(dtype)
+            offset += size
         return Estimate(costs, grads)
+
+    @staticmethod
+    def _categorical(f, flat_x, shape, items, needed, grads, classes):
+        """Categorical: the parameter block of coordinate i is i*K ... i*K + K - 1, and its estimate is f(k)."""
+        num_samples, dim = flat_x.shape
+        coords = torch.nonzero(needed.reshape(dim, classes).any(1)).flatten().to(flat_x.device)
+        for chunk in _chunks(coords, classes * num_samples * dim):
+            states = torch.arange(classes, device=flat_x.device).expand(num_samples, chunk.numel(), classes)
+            values = _replaced(f, flat_x, chunk, states, shape, items)
+            cols = (chunk.unsqueeze(1) * classes + torch.arange(classes, device=flat_x.device)).flatten()
+            grads[:, cols] = values.reshape(num_samples, -1).to(grads.dtype)
+        return grads
+
+    @staticmethod
+    def rules_text() -> str:
+        return "; ".join(f"{t.__name__}: {', '.join(supported_parameters(t))}" for t in SUPPORTED if t is not D.Categorical) + "; Categorical: probs"
 
 
 register_estimator("measure_valued", MeasureValued())

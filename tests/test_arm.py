@@ -123,3 +123,39 @@ def test_zero_when_both_samples_agree():
     logits = torch.tensor([8.0, -8.0, 9.0], dtype=F64)  # almost surely b == b~
     _, grads = disarm_logit_grads(lambda b: b.sum(1), logits, 100, generator=torch.Generator().manual_seed(0), evaluate=plain)
     assert (grads == 0).all()
+
+
+# ---------------------------------------------------------------- through the one protocol
+from torch.distributions import Bernoulli, Independent, Normal  # noqa: E402
+
+import gradlab  # noqa: E402
+
+
+def mixing_dist(theta):
+    """Logits = A theta + c: 4 parameters to 6 bits (2 items x 3), a non-square, non-diagonal Jacobian."""
+    a = torch.tensor([[1.0, 0.5, 0.0, -0.3], [0.0, 1.0, 0.2, 0.0], [0.4, 0.0, -1.0, 0.6],
+                      [0.0, -0.7, 0.3, 1.0], [0.9, 0.0, 0.0, 0.5], [-0.2, 0.3, 0.8, 0.0]], dtype=theta.dtype)
+    return Independent(Bernoulli(logits=(a @ theta + 0.1).reshape(2, 3)), 1)
+
+
+@pytest.mark.parametrize("name", ["arm", "disarm"])
+def test_registered_and_unbiased_through_expectation_grad(name):
+    theta = torch.tensor([0.2, -0.5, 0.9, 0.1], dtype=F64)
+    exact = gradlab.exact_expectation_grad(cost, mixing_dist, theta)
+    g = gradlab.expectation_grad(cost, mixing_dist, theta, estimator=name, num_samples=40_001,
+                                 generator=torch.Generator().manual_seed(9))
+    assert g.shape == (40_001, 4) and g.dtype == F64
+    assert within(g, exact), (g.mean(0), exact)
+    loss = gradlab.surrogate_loss(cost, mixing_dist(theta.clone().requires_grad_(True)), estimator=name,
+                                  num_samples=5, generator=torch.Generator().manual_seed(1))
+    assert loss.ndim == 0
+
+
+@pytest.mark.parametrize("name", ["arm", "disarm"])
+def test_rejects_what_it_cannot_handle(name):
+    theta = torch.zeros(2, dtype=F64)
+    with pytest.raises(gradlab.UnsupportedDistribution, match=f"estimator='{name}' needs a Bernoulli"):
+        gradlab.expectation_grad(lambda x: x.sum(1), lambda t: Normal(t, 1.0), theta, estimator=name, num_samples=3)
+    with pytest.raises(ValueError, match="baseline"):
+        gradlab.expectation_grad(lambda x: x.sum(1), lambda t: Bernoulli(logits=t), theta, estimator=name,
+                                 num_samples=3, baseline="rloo")
