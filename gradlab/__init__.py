@@ -246,3 +246,9 @@ from . import arm
 from .arm import ARM, DisARM
 
 __all__ += ["arm", "ARM", "DisARM"]
+
+# randomised quasi-Monte Carlo for the pathwise estimator
+from . import qmc
+from .qmc import PathwiseRQMC
+
+__all__ += ["qmc", "PathwiseRQMC"]
