@@ -21,13 +21,14 @@ into a buffer), and :func:`sample_noise` does both at once.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import math
 
 import torch
 
-from .checks import check_count
+from .. import rng
+from ..checks import check_count
 
 __all__ = [
     "GaussianNoise",
@@ -39,7 +40,7 @@ __all__ = [
     "sample_noise",
 ]
 
-Device = Union[str, torch.device, None]
+Device = rng.Device
 
 
 class GaussianNoise:
@@ -53,16 +54,12 @@ class GaussianNoise:
         dtype: torch.dtype = torch.float32,
         device: Device = None,
     ) -> torch.Tensor:
-        """Drawn on the generator's device (so a seed gives the same numbers everywhere), then moved."""
-        draw_device = generator.device if generator is not None else device
-        noise = torch.randn(torch.Size(shape), generator=generator, dtype=dtype, device=draw_device)
-        return noise.to(device) if device is not None else noise
+        """Drawn by gradlab's one rule (:mod:`gradlab.rng`): on the generator's device, then moved."""
+        return rng.randn(shape, generator=generator, dtype=dtype, device=device)
 
     def fill_(self, out: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Fill ``out`` in place; the same numbers as :meth:`sample` on ``out``'s device."""
-        if generator is not None and generator.device != out.device:
-            return out.copy_(self.sample(out.shape, generator, dtype=out.dtype, device=out.device))
-        return out.normal_(generator=generator)
+        return rng.normal_(out, generator)
 
     def __repr__(self) -> str:
         return "GaussianNoise()"
@@ -140,9 +137,7 @@ class NoiseTable:
         """``count`` offsets of ``dim``-value slices, uniform on ``0 … size - dim`` (int64, CPU)."""
         check_count(count, "count")
         high = self.num_offsets(dim)
-        device = generator.device if generator is not None else "cpu"
-        drawn = torch.randint(0, high, (count,), generator=generator, device=device)
-        return drawn.cpu()
+        return rng.randint(0, high, (count,), generator=generator, device="cpu")
 
     def rows(
         self, offsets: torch.Tensor, dim: int, out: Optional[torch.Tensor] = None
