@@ -14,6 +14,8 @@ from typing import Any, Optional, Tuple
 import numpy as np
 import torch
 
+from . import rng
+
 __all__ = ["load_digits_split", "load_binarized_digits", "load_iris_tensors", "correlated_gaussians", "product_of_marginals"]
 
 
@@ -125,7 +127,7 @@ def product_of_marginals(Z: torch.Tensor, x_dim: int, generator: Optional[torch.
         raise ValueError(f"Z must be a tensor of shape (n, d), got {getattr(Z, 'shape', type(Z).__name__)}")
     if isinstance(x_dim, bool) or not isinstance(x_dim, int) or not 0 < x_dim < Z.shape[1]:
         raise ValueError(f"x_dim must be an int in [1, {Z.shape[1] - 1}], got {x_dim!r}")
-    order = torch.randperm(Z.shape[0], generator=generator).to(Z.device)
+    order = rng.randperm(Z.shape[0], generator=generator, device=Z.device)
     return torch.cat((Z[:, :x_dim], Z[order, x_dim:]), dim=1)
 
 

@@ -162,7 +162,7 @@ def expectation_problem():
     )
     entry = explore.register_explorer_estimator(explore.expectation_entry(GaussianPathwise(), "pathwise (test)"))
     yield problem
-    del explore.ESTIMATORS[entry.name]
+    del explore.EXPLORER_METHODS[entry.name]
 
 
 def test_an_expectation_estimator_plugs_in_with_one_entry(expectation_problem, small_problem):
@@ -358,7 +358,7 @@ def test_an_estimator_with_a_knob_gets_it_from_the_slider(expectation_problem):
         with pytest.raises(TypeError, match="knob"):
             explore.expectation_entry("score", knob="tau")
     finally:
-        del explore.ESTIMATORS[entry.name]
+        del explore.EXPLORER_METHODS[entry.name]
 
 
 def test_gradient_explorer_takes_a_model_and_a_loss():
