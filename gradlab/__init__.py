@@ -190,6 +190,7 @@ _EXPLORERS = ["explore", "widgets", "GradientExplorer", "VarianceExplorer", "Smo
 
 # ------------------------------------------------------------------------------ helpers
 from . import compare, data, params, training
+from .batch import evaluate_batch
 from .compare import compare_gradients, cosine_similarity, relative_error, sign_agreement
 from .data import load_digits_split, load_iris_tensors
 from .params import (
@@ -203,7 +204,7 @@ from .params import (
 from .training import accuracy, build_mlp, train
 
 _HELPERS = [
-    "compare", "params", "data", "training",
+    "compare", "params", "data", "training", "evaluate_batch",
     "cosine_similarity", "relative_error", "sign_agreement", "compare_gradients",
     "flatten_params", "unflatten_params", "assign_params", "flatten_grads", "assign_grads", "param_shapes",
     "load_digits_split", "load_iris_tensors", "build_mlp", "accuracy", "train",

@@ -74,12 +74,16 @@ def api_markdown() -> str:
     """MyST source for every public name: a section per chapter, a subsection per module."""
     import gradlab
 
-    lines = []
+    lines, seen = [], set()
     for title, groups in public_api():
         lines += [f"## {title}", ""]
         for module, names in groups:
-            # autodoc writes reST, so each module's entries sit in an eval-rst block.
-            lines += [f"### `{module}`", "", "```{eval-rst}", f".. automodule:: {module}", "   :no-members:", ""]
+            # autodoc writes reST, so each module's entries sit in an eval-rst block; a module that
+            # serves two chapters (gradlab.data) is described once and indexed once.
+            again = ["   :no-index:"] if module in seen else []
+            seen.add(module)
+            lines += [f"### `{module}`", "", "```{eval-rst}", f".. automodule:: {module}", "   :no-members:",
+                      *again, ""]
             for name in names:
                 obj = getattr(gradlab, name)
                 if inspect.isclass(obj):
