@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .. import rng
 from ..batch import Vectorized, check_vectorized
 from ..checks import as_scalar, check_count, check_sigma
 from .point import check_fitness_shaping, check_method, es_grad
@@ -224,7 +225,7 @@ class ZeroOrderModule(nn.Module):
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
         """Noise of shape ``sample_shape`` (override for another distribution); default N(0, 1)."""
-        return torch.randn(sample_shape, generator=self.generator)
+        return rng.randn(sample_shape, generator=self.generator)
 
 
 def _zero_order_forward(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

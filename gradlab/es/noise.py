@@ -132,12 +132,12 @@ class NoiseTable:
         return self.size - dim + 1
 
     def offsets(
-        self, count: int, dim: int, generator: Optional[torch.Generator] = None
+        self, num_samples: int, dim: int, generator: Optional[torch.Generator] = None
     ) -> torch.Tensor:
-        """``count`` offsets of ``dim``-value slices, uniform on ``0 … size - dim`` (int64, CPU)."""
-        check_count(count, "count")
+        """``num_samples`` offsets of ``dim``-value slices, uniform on ``0 … size - dim`` (int64, CPU)."""
+        check_count(num_samples, "num_samples")
         high = self.num_offsets(dim)
-        return rng.randint(0, high, (count,), generator=generator, device="cpu")
+        return rng.randint(0, high, (num_samples,), generator=generator, device="cpu")
 
     def rows(
         self, offsets: torch.Tensor, dim: int, out: Optional[torch.Tensor] = None
