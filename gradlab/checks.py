@@ -170,4 +170,35 @@ def check_float_tensor(value: object, name: str) -> torch.Tensor:
     return value
 
 
-__all__ += ["check_has_parameters", "check_int", "check_optional_positive", "check_float_tensor"]
+def check_number_in(value: object, name: str, low: float, high: float, *, closed_low: bool = False) -> float:
+    """A real number in the open interval (``low``, ``high``), or [``low``, ``high``) with ``closed_low``.
+
+    ``TypeError`` for anything but an int or float (``bool`` included), ``ValueError`` outside.
+    """
+    interval = f"{'[' if closed_low else '('}{low:g}, {high:g})"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in {interval}, got {type(value).__name__}")
+    inside = (low <= value if closed_low else low < value) and value < high
+    if not inside:
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """An integer seed (``TypeError`` otherwise; ``bool`` is refused)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__}")
+    return seed
+
+
+def check_float_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
+    """A floating ``torch.dtype`` (``TypeError`` otherwise)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating torch.dtype, got {dtype!r}")
+    return dtype
+
+
+__all__ += [
+    "check_has_parameters", "check_int", "check_optional_positive", "check_float_tensor", "check_number_in",
+    "check_seed", "check_float_dtype",
+]

@@ -28,7 +28,7 @@ import math
 import torch
 
 from .. import rng
-from ..checks import check_count
+from ..checks import check_count, check_float_dtype, check_seed
 
 __all__ = [
     "GaussianNoise",
@@ -104,10 +104,8 @@ class NoiseTable:
         device: Device = None,
     ) -> None:
         check_count(size, "size")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        check_seed(seed)
+        check_float_dtype(dtype)
         self.size, self.seed = size, seed
         table = torch.randn(size, generator=torch.Generator().manual_seed(seed))
         self.noise = table.to(dtype=dtype, device=device)
