@@ -105,7 +105,9 @@ def es_grad_model(
             source, one chunk of ``(count, draw size)`` at a time).
         fast: allow the Sequential fast path (with the same noise, i.e. the same
             generator state and ``chunk_size``, it agrees with the generic path up to
-            floating-point rounding).
+            floating-point rounding). It is taken only when the model's value at
+            $\theta$ through the fast path equals ``model(inputs)``, so a hook that changes
+            values sends the call to the generic path (see :mod:`gradlab.es.fastpath`).
         noise: a noise source instead of fresh normals, typically a
             :class:`gradlab.es.noise.NoiseTable`: each draw (dense $\varepsilon$, or the
             low-rank factors and bias noise) is then one slice of the table, and the
