@@ -222,3 +222,11 @@ def test_old_module_paths_are_aliases_of_the_es_subpackage():
     assert es_grad_model is gradlab.es.es_grad_model is gradlab.es_grad_model
     assert ZeroOrderModule is gradlab.ZeroOrderModule is gradlab.nn.ZeroOrderModule
     assert gradlab.NoiseTable is gradlab.es.noise.NoiseTable
+
+
+def test_every_subpackage_is_packaged():
+    import tomllib
+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert found <= declared, f"pyproject.toml [tool.setuptools] packages lacks {sorted(found - declared)}"
