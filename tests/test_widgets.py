@@ -131,6 +131,21 @@ def test_gradient_explorer_rejects_bad_arguments(small_problem, kwargs, match):
         GradientExplorer(small_problem, **kwargs)
 
 
+@pytest.mark.parametrize("num_samples, error", [(2.0, TypeError), (True, TypeError), (0, ValueError)])
+def test_explorers_reject_a_bad_num_samples_as_the_estimators_do(small_problem, num_samples, error):
+    # one home for the checks (gradlab.checks): the same bad input, the same error type everywhere
+    with pytest.raises(error, match="num_samples") as from_es:
+        es_grad(small_problem.objective, small_problem.theta, sigma=0.1, num_samples=num_samples)
+    with pytest.raises(error, match="num_samples") as from_explorer:
+        explore.estimate_once(small_problem, "es_naive", num_samples=num_samples, knob=0.1)
+    assert str(from_es.value) == str(from_explorer.value)
+
+
+def test_the_explorer_menu_is_data_registered_nowhere_else():
+    assert list(explore.EXPLORER_METHODS) == [entry.name for entry in explore.builtin_methods()]
+    assert not hasattr(explore, "ESTIMATORS")  # the one ESTIMATORS is gradlab's estimator registry
+
+
 def test_knob_outside_its_range_is_clamped_and_bad_knob_rejected(small_problem):
     explorer = GradientExplorer(small_problem)
     assert explorer.normalize({**explorer.params, "sigma": 50.0})["knob"] == 1.0
