@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gradlab.compare import cosine_similarity  # noqa: E402
-from gradlab.es_fastpath import member_losses  # noqa: E402
-from gradlab.es_population import es_grad_model  # noqa: E402
+from gradlab.es.fastpath import member_losses  # noqa: E402
+from gradlab.es.population import es_grad_model  # noqa: E402
 from gradlab.params import flatten_grads, flatten_params  # noqa: E402
 
 try:  # optional contender; never a requirement of gradlab

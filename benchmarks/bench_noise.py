@@ -42,8 +42,8 @@ import bench_es  # noqa: E402
 from bench_es import BATCH, CLASSES, MODELS, SIGMA, Limit, build_mlp, machine_description, measure  # noqa: E402
 
 from gradlab import NoiseTable, es_grad_model  # noqa: E402
-from gradlab.es_distributed import allreduce_bytes, exchange_bytes  # noqa: E402
-from gradlab.es_fastpath import NoiseLayout, fast_plan, fast_reduce  # noqa: E402
+from gradlab.es.distributed import allreduce_bytes, exchange_bytes  # noqa: E402
+from gradlab.es.fastpath import NoiseLayout, fast_plan, fast_reduce  # noqa: E402
 from gradlab.params import flatten_params  # noqa: E402
 
 TABLE_SIZE = 2**25

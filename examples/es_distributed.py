@@ -31,7 +31,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gradlab import NoiseTable, accuracy, assign_grads, build_mlp, es_grad_model, load_digits_split  # noqa: E402
-from gradlab.es_distributed import allreduce_bytes, exchange_bytes  # noqa: E402
+from gradlab.es.distributed import allreduce_bytes, exchange_bytes  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,64 +1,78 @@
-"""gradlab: how gradients are computed and estimated in PyTorch.
+r"""gradlab: how gradients are computed and estimated in PyTorch.
 
-The package mirrors the book.
+The package mirrors the book, chapter by chapter (``__chapters__`` lists the public names of
+each, and ``__all__`` is their concatenation; the API page reads in this order):
 
-Exact gradients:
-    :mod:`gradlab.autograd` (custom autograd Functions), :mod:`gradlab.nn` (modules
-    built on them, and ``ZeroOrderModule``), :mod:`gradlab.backprop` (a tiny
-    reverse-mode engine).
-Zeroth-order estimators (gradients from function values):
-    :mod:`gradlab.finite_diff` (finite differences, forward gradients),
-    :mod:`gradlab.es` (evolution strategies: the family's theory and every name
-    of its modules), :mod:`gradlab.es_point` (the point estimator ``es_grad``),
-    :mod:`gradlab.es_population` (``es_grad_model``: ES for all parameters of a
-    model, with the Sequential fast path in :mod:`gradlab.es_fastpath`),
-    :mod:`gradlab.es_autograd` (TorchOpt-style ``zero_order`` and
-    ``ZeroOrderModule``), :mod:`gradlab.es_lab` (the lab's ``ES_grad`` /
-    ``ES_step``), :mod:`gradlab.noise` (noise sources) and
+Exact gradients (Chapter 1):
+    :mod:`gradlab.autograd` (custom autograd Functions), :mod:`gradlab.nn` (modules built on
+    them), :mod:`gradlab.backprop` (a tiny reverse-mode engine).
+Finite differences and forward gradients (Chapter 2):
+    :mod:`gradlab.finite_diff`.
+Evolution strategies (Chapter 3):
+    the subpackage :mod:`gradlab.es`: the point estimator ``es_grad`` (``es.point``), the
+    population estimator ``es_grad_model`` (``es.population``, with the Sequential fast path
+    ``es.fastpath``), the ``zero_order`` layer and ``ZeroOrderModule`` (``es.layer``), the
+    noise sources and the shared ``NoiseTable`` (``es.noise``), ES across processes
+    (``es.distributed``) and the lab's ``ES_grad`` / ``ES_step`` (``es.lab``); plus
     :mod:`gradlab.blackbox` (a black-box regularizer by the score function).
-Gradients of expectations (one protocol, :mod:`gradlab.estimator`; one call, :func:`gradlab.expectation_grad`):
-    :mod:`gradlab.estimator` (the base class ``Estimator``, ``Estimate``, the registry ``ESTIMATORS``),
-    :mod:`gradlab.expectation` (``expectation_grad``, ``surrogate_loss``, ``exact_expectation_grad``), :mod:`gradlab.score` (score function / REINFORCE),
-    :mod:`gradlab.pathwise` (reparameterization), :mod:`gradlab.measure_valued`
-    (weak derivatives), :mod:`gradlab.control_variates` (baselines) and
-    :mod:`gradlab.distributions` (their shared sampling and parameter plumbing).
-Divergences and mutual information:
-    :mod:`gradlab.dv` (the DV, NWJ and InfoNCE bounds, MINE's gradient, ``DVTrainer``;
-    ground truth from ``gradlab.data.correlated_gaussians``).
-Shared helpers:
-    :mod:`gradlab.checks` (input validation), :mod:`gradlab.batch` (evaluate a
-    function on a batch of points), :mod:`gradlab.params` (flatten parameters),
-    :mod:`gradlab.compare` (gradient metrics), :mod:`gradlab.data` and
-    :mod:`gradlab.training` (datasets and training loops for the examples).
+Gradients of expectations (Chapter 4), control variates (Chapter 5), discrete variables
+(Chapter 6): one estimator protocol, :mod:`gradlab.estimator` (the base class ``Estimator``, its
+hook, the registry ``ESTIMATORS``), called the same way for every estimator by
+:func:`gradlab.expectation_grad` and :func:`gradlab.surrogate_loss`.
+Divergences and mutual information (Chapter 7): :mod:`gradlab.dv` (loaded on first use).
+Explorers: :mod:`gradlab.explore` (the computations) and :mod:`gradlab.widgets` (the
+widgets), loaded on first use, so ``import gradlab`` loads neither ipywidgets nor matplotlib.
+Helpers: :mod:`gradlab.compare`, :mod:`gradlab.params`, :mod:`gradlab.data`,
+:mod:`gradlab.training`. Internal modules (not in ``__all__``): ``checks`` (every argument
+check), ``rng`` (the one rule for random draws), ``batch`` (evaluate a function on a batch
+of points), ``broadcast``, ``frames`` and ``problems`` (the explorers' machinery),
+``labcheck`` (for the labs' test cells).
+
+Conventions (the one vocabulary of the package):
+
+* ``theta`` — the parameters a gradient is taken with respect to; ``x`` — a point or samples;
+* ``num_samples`` — the number of random draws (not of function evaluations);
+* ``num_steps`` — iterations of an optimisation loop; ``num_epochs`` — passes over a dataset;
+* ``loss_fn`` — a loss ``loss_fn(outputs, targets)``; ``f`` — a black-box cost;
+* ``generator`` — a ``torch.Generator``, the only source of randomness of a function
+  (trainers and explorers may take an integer ``seed=`` instead); the same generator state
+  gives the same numbers and the global RNG stays untouched;
+* random draws follow one rule (:mod:`gradlab.rng`): drawn on the generator's device, then
+  moved to the data's device; every result lives on the device of the data;
+* bad arguments raise ``TypeError`` (wrong kind) or ``ValueError`` (bad value) with a message
+  naming the argument, from the checks of :mod:`gradlab.checks`;
+* ``sigma`` — a smoothing scale, ``eps`` — a finite-difference step, ``tau`` — a temperature.
+
+Deprecated aliases, kept because the book or the labs promise them: the lab's ``ES_grad`` /
+``ES_step`` (positional ``loss``, ``N``); the module paths ``gradlab.es_point``,
+``gradlab.es_population``, ``gradlab.es_fastpath``, ``gradlab.es_autograd``, ``gradlab.es_lab``,
+``gradlab.es_distributed`` and ``gradlab.noise`` (now ``gradlab.es.*``); and
+``gradlab.nn.ZeroOrderModule`` (now ``gradlab.ZeroOrderModule``).
 """
-from . import (
-    autograd,
-    backprop,
-    batch,
-    blackbox,
-    checks,
-    compare,
-    data,
-    es,
-    es_autograd,
-    es_fastpath,
-    es_lab,
-    es_point,
-    es_population,
-    finite_diff,
-    nn,
-    noise,
-    params,
-    training,
-)
+import importlib
+import sys
+from typing import Any
+
+__version__ = "0.1.0"
+
+# ----------------------------------------------------------------- exact gradients (Chapter 1)
+from . import autograd, backprop, nn
 from .autograd import LinearFunction, MyReLU, ReQU, linear, my_relu, requ
-from .batch import evaluate_batch
-from .blackbox import BlackboxGradientEstimator
-from .compare import compare_gradients, cosine_similarity, relative_error, sign_agreement
-from .data import load_digits_split, load_iris_tensors
+
+_EXACT = ["autograd", "nn", "backprop", "MyReLU", "ReQU", "LinearFunction", "my_relu", "requ", "linear"]
+
+# ----------------------------------------- finite differences and forward gradients (Chapter 2)
+from . import finite_diff
+from .finite_diff import default_eps, fd_directional, fd_grad, forward_grad
+
+_FINITE_DIFF = ["finite_diff", "fd_grad", "fd_directional", "forward_grad", "default_eps"]
+
+# -------------------------------------------------------------- evolution strategies (Chapter 3)
+from . import es
 from .es import (
     ES_grad,
     ES_step,
+    NoiseTable,
     ZeroOrderModule,
     centered_ranks,
     es_grad,
@@ -67,91 +81,28 @@ from .es import (
     set_model_weights,
     zero_order,
 )
-from .finite_diff import default_eps, fd_directional, fd_grad, forward_grad
-from .params import (
-    assign_grads,
-    assign_params,
-    flatten_grads,
-    flatten_params,
-    param_shapes,
-    unflatten_params,
-)
-from .training import accuracy, build_mlp, train
 
-__version__ = "0.1.0"
+# The old flat module paths of the family, kept as aliases of the subpackage's modules.
+for _old, _new in {
+    "es_point": es.point, "es_population": es.population, "es_fastpath": es.fastpath,
+    "es_autograd": es.layer, "es_lab": es.lab, "es_distributed": es.distributed, "noise": es.noise,
+}.items():
+    sys.modules[f"{__name__}.{_old}"] = _new
+    globals()[_old] = _new
+nn.ZeroOrderModule = ZeroOrderModule  # deprecated alias (Chapter 3's code); nn itself imports no ES
+del _old, _new
 
-__all__ = [
-    "__version__",
-    # modules
-    "autograd",
-    "backprop",
-    "batch",
-    "blackbox",
-    "checks",
-    "compare",
-    "data",
-    "es",
-    "es_autograd",
-    "es_fastpath",
-    "es_lab",
-    "es_point",
-    "es_population",
-    "finite_diff",
-    "nn",
-    "noise",
-    "params",
-    "training",
-    # exact gradients
-    "MyReLU",
-    "ReQU",
-    "LinearFunction",
-    "my_relu",
-    "requ",
-    "linear",
-    # zeroth-order estimators
-    "fd_grad",
-    "fd_directional",
-    "forward_grad",
-    "default_eps",
-    "es_grad",
-    "es_grad_model",
-    "centered_ranks",
-    "zero_order",
-    "ZeroOrderModule",
-    "BlackboxGradientEstimator",
-    "get_model_weights",
-    "set_model_weights",
-    "ES_grad",
-    "ES_step",
-    # shared helpers
-    "evaluate_batch",
-    "cosine_similarity",
-    "relative_error",
-    "sign_agreement",
-    "compare_gradients",
-    "flatten_params",
-    "unflatten_params",
-    "assign_params",
-    "flatten_grads",
-    "assign_grads",
-    "param_shapes",
-    "load_digits_split",
-    "load_iris_tensors",
-    "build_mlp",
-    "accuracy",
-    "train",
+from . import blackbox
+from .blackbox import BlackboxGradientEstimator
+
+_ES = [
+    "es", "es_grad", "es_grad_model", "centered_ranks", "zero_order", "ZeroOrderModule", "NoiseTable",
+    "get_model_weights", "set_model_weights", "ES_grad", "ES_step", "blackbox", "BlackboxGradientEstimator",
 ]
 
-# gradients of expectations (issue 6): score function, pathwise, measure-valued, control variates
-from . import control_variates, distributions, estimator, expectation, measure_valued, pathwise, score
-from .control_variates import (
-    Baseline,
-    ConstantBaseline,
-    DeltaMethod,
-    EMABaseline,
-    LeaveOneOut,
-    OptimalBaseline,
-)
+# ------------------------------------------------------- gradients of expectations (Chapter 4)
+# One protocol (gradlab.estimator), one call (expectation_grad / surrogate_loss).
+from . import cards, distributions, estimator, expectation, measure_valued, pathwise, score
 from .distributions import per_sample
 from .estimator import Estimate, Estimator, UnsupportedDistribution
 from .expectation import (
@@ -165,17 +116,21 @@ from .measure_valued import MeasureValued
 from .pathwise import Pathwise
 from .score import ScoreFunction
 
-__all__ += [
+# ------------------------------------- randomised quasi-Monte Carlo noise (Chapter 5)
+from . import qmc
+from .qmc import PathwiseRQMC
+
+_EXPECTATION = [
     "estimator",
     "Estimator",
     "Estimate",
     "UnsupportedDistribution",
     "expectation",
     "distributions",
+    "cards",
     "score",
     "pathwise",
     "measure_valued",
-    "control_variates",
     "expectation_grad",
     "surrogate_loss",
     "exact_expectation_grad",
@@ -185,37 +140,34 @@ __all__ += [
     "ScoreFunction",
     "Pathwise",
     "MeasureValued",
+]
+
+# --------------------------------------------------------------- control variates (Chapter 5)
+from . import control_variates
+from .control_variates import (
+    Baseline,
+    ConstantBaseline,
+    DeltaMethod,
+    EMABaseline,
+    LeaveOneOut,
+    OptimalBaseline,
+)
+
+_CONTROL_VARIATES = [
+    "control_variates",
     "Baseline",
     "ConstantBaseline",
     "EMABaseline",
     "LeaveOneOut",
     "OptimalBaseline",
     "DeltaMethod",
+    "qmc",
+    "PathwiseRQMC",
 ]
 
-# ES at scale: a shared noise table and distributed ES
-from . import es_distributed
-from .noise import NoiseTable
-
-__all__ += ["es_distributed", "NoiseTable"]
-
-# divergence and mutual-information estimation (issue 8)
-from . import dv
-from .data import correlated_gaussians, product_of_marginals
-from .dv import DVTrainer
-
-__all__ += ["dv", "DVTrainer", "correlated_gaussians", "product_of_marginals"]
-
-
-# widgets (issue 9): explorers and the plain computations behind them
-from . import explore, frames, widgets
-from .widgets import GradientExplorer, SmoothingExplorer, VarianceExplorer
-
-__all__ += ["explore", "frames", "widgets", "GradientExplorer", "VarianceExplorer", "SmoothingExplorer"]
-
-
-# discrete variables: Gumbel, straight-through, REBAR, RELAX, Sinkhorn (issue 7)
-from . import discrete, relax
+# ------------------------------------------------------------- discrete variables (Chapter 6)
+from . import arm, discrete, relax
+from .arm import ARM, DisARM
 from .relax import REBAR, RELAX, GumbelSoftmaxEstimator, StraightThroughEstimator
 from .discrete import (
     gumbel_max,
@@ -226,7 +178,7 @@ from .discrete import (
     straight_through,
 )
 
-__all__ += [
+_DISCRETE = [
     "discrete",
     "relax",
     "gumbel_max",
@@ -239,16 +191,79 @@ __all__ += [
     "RELAX",
     "GumbelSoftmaxEstimator",
     "StraightThroughEstimator",
+    "arm",
+    "ARM",
+    "DisARM",
 ]
 
-# antithetic estimators for binary latents: ARM, DisARM
-from . import arm
-from .arm import ARM, DisARM
+# ------------------------------------------- divergences and mutual information (Chapter 7)
+from .data import correlated_gaussians, product_of_marginals
 
-__all__ += ["arm", "ARM", "DisARM"]
+_DIVERGENCES = ["dv", "DVTrainer", "correlated_gaussians", "product_of_marginals"]
 
-# randomised quasi-Monte Carlo for the pathwise estimator
-from . import qmc
-from .qmc import PathwiseRQMC
+# ----------------------------------------------------------------- explorers (loaded lazily)
+_EXPLORERS = ["explore", "widgets", "GradientExplorer", "VarianceExplorer", "SmoothingExplorer"]
 
-__all__ += ["qmc", "PathwiseRQMC"]
+# ------------------------------------------------------------------------------ helpers
+from . import compare, data, params, training
+from .batch import evaluate_batch
+from .compare import compare_gradients, cosine_similarity, relative_error, sign_agreement
+from .data import load_digits_split, load_iris_tensors
+from .params import (
+    assign_grads,
+    assign_params,
+    flatten_grads,
+    flatten_params,
+    param_shapes,
+    unflatten_params,
+)
+from .training import accuracy, build_mlp, train
+
+_HELPERS = [
+    "compare", "params", "data", "training", "evaluate_batch",
+    "cosine_similarity", "relative_error", "sign_agreement", "compare_gradients",
+    "flatten_params", "unflatten_params", "assign_params", "flatten_grads", "assign_grads", "param_shapes",
+    "load_digits_split", "load_iris_tensors", "build_mlp", "accuracy", "train",
+]
+
+# ----------------------------------------------------------------- lazy names, and __all__
+# name -> (module, attribute or None for the module itself); imported on first access.
+_LAZY = {
+    "dv": ("gradlab.dv", None),
+    "DVTrainer": ("gradlab.dv", "DVTrainer"),
+    "explore": ("gradlab.explore", None),
+    "widgets": ("gradlab.widgets", None),
+    "GradientExplorer": ("gradlab.widgets", "GradientExplorer"),
+    "VarianceExplorer": ("gradlab.widgets", "VarianceExplorer"),
+    "SmoothingExplorer": ("gradlab.widgets", "SmoothingExplorer"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the explorers, the widgets and the divergence trainer on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__chapters__ = [
+    ("Exact gradients", _EXACT),
+    ("Finite differences and forward gradients", _FINITE_DIFF),
+    ("Evolution strategies", _ES),
+    ("Gradients of expectations", _EXPECTATION),
+    ("Control variates", _CONTROL_VARIATES),
+    ("Discrete variables", _DISCRETE),
+    ("Divergences and mutual information", _DIVERGENCES),
+    ("Explorers", _EXPLORERS),
+    ("Helpers", _HELPERS),
+]
+
+__all__ = ["__version__"] + [name for _, names in __chapters__ for name in names]

@@ -23,20 +23,10 @@ from typing import Any, Optional
 
 import torch
 
-from .backprop import unbroadcast
+from .broadcast import unbroadcast
+from .checks import check_float_tensor
 
 __all__ = ["MyReLU", "ReQU", "LinearFunction", "my_relu", "requ", "linear"]
-
-
-def _check_float_tensor(value: Any, name: str) -> None:
-    """Raise ``TypeError`` unless ``value`` is a floating-point tensor."""
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
-    if not value.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor (gradients need float32/float64), "
-            f"got dtype {value.dtype}"
-        )
 
 
 class MyReLU(torch.autograd.Function):
@@ -48,7 +38,7 @@ class MyReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        _check_float_tensor(x, "x")
+        check_float_tensor(x, "x")
         ctx.save_for_backward(x)
         return x.clamp(min=0)
 
@@ -69,7 +59,7 @@ class ReQU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        _check_float_tensor(x, "x")
+        check_float_tensor(x, "x")
         ctx.save_for_backward(x)
         positive = x.clamp(min=0)
         return positive * positive
@@ -125,8 +115,8 @@ class LinearFunction(torch.autograd.Function):
 
 def _check_linear_inputs(x: Any, W: Any, b: Any) -> None:
     """Validate the arguments of :class:`LinearFunction` (types, dtypes and shapes)."""
-    _check_float_tensor(x, "x")
-    _check_float_tensor(W, "W")
+    check_float_tensor(x, "x")
+    check_float_tensor(W, "W")
     if W.dim() != 2:
         raise ValueError(f"W must be 2-D with shape (out, in), got shape {tuple(W.shape)}")
     if x.dim() < 1 or x.shape[-1] != W.shape[1]:
@@ -138,7 +128,7 @@ def _check_linear_inputs(x: Any, W: Any, b: Any) -> None:
         raise TypeError(f"x and W must share a dtype, got x {x.dtype} and W {W.dtype}")
     if b is None:
         return
-    _check_float_tensor(b, "b")
+    check_float_tensor(b, "b")
     if b.dtype != W.dtype:
         raise TypeError(f"b must have W's dtype {W.dtype}, got {b.dtype}")
     out_shape = x.shape[:-1] + (W.shape[0],)

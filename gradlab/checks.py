@@ -138,3 +138,75 @@ def as_scalar_batch(values: Any, count: int, name: str) -> torch.Tensor:
     if values.dim() == 0 or values.shape[0] != count or values[0].numel() != 1:
         raise _not_scalar(name, values.shape[1:])
     return values.reshape(count)
+
+
+# =========================================================================== checks of the house (issue 15)
+# Added for the zeroth-order family, the explorers and the exact-gradient modules; kept in one
+# block at the end so that it merges with the estimator protocol's additions above.
+
+
+def check_has_parameters(model: nn.Module, name: str = "model") -> nn.Module:
+    """A module with at least one parameter (``ValueError`` otherwise)."""
+    if next(iter(model.parameters()), None) is None:
+        raise ValueError(f"{name} has no parameters")
+    return model
+
+
+def check_int(value: object, name: str, minimum: int = 0) -> int:
+    """An ``int >= minimum`` (``bool`` is refused): ``TypeError`` for a non-int, ``ValueError`` below it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_optional_positive(value: object, name: str) -> Optional[float]:
+    """``None`` or a positive finite number (as ``float``)."""
+    return None if value is None else check_positive(value, name)
+
+
+def check_float_tensor(value: object, name: str) -> torch.Tensor:
+    """A floating-point tensor, empty or not (``TypeError`` otherwise): what a gradient needs."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor (gradients need float32/float64), "
+            f"got dtype {value.dtype}"
+        )
+    return value
+
+
+def check_number_in(value: object, name: str, low: float, high: float, *, closed_low: bool = False) -> float:
+    """A real number in the open interval (``low``, ``high``), or [``low``, ``high``) with ``closed_low``.
+
+    ``TypeError`` for anything but an int or float (``bool`` included), ``ValueError`` outside.
+    """
+    interval = f"{'[' if closed_low else '('}{low:g}, {high:g})"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in {interval}, got {type(value).__name__}")
+    inside = (low <= value if closed_low else low < value) and value < high
+    if not inside:
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """An integer seed (``TypeError`` otherwise; ``bool`` is refused)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__}")
+    return seed
+
+
+def check_float_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
+    """A floating ``torch.dtype`` (``TypeError`` otherwise)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating torch.dtype, got {dtype!r}")
+    return dtype
+
+
+__all__ += [
+    "check_has_parameters", "check_int", "check_optional_positive", "check_float_tensor", "check_number_in",
+    "check_seed", "check_float_dtype",
+]

@@ -14,6 +14,9 @@ from typing import Any, Optional, Tuple
 import numpy as np
 import torch
 
+from . import rng
+from .checks import check_count, check_float_dtype, check_int, check_number_in, check_seed
+
 __all__ = ["load_digits_split", "load_binarized_digits", "load_iris_tensors", "correlated_gaussians", "product_of_marginals"]
 
 
@@ -40,11 +43,6 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _check_dtype(dtype: Any) -> None:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-
-
 def load_digits_split(
     test_size: float = 0.25,
     seed: int = 0,
@@ -63,11 +61,9 @@ def load_digits_split(
     """
     from sklearn.model_selection import train_test_split
 
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
-        raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    _check_dtype(dtype)
+    check_number_in(test_size, "test_size", 0, 1)
+    check_seed(seed)
+    check_float_dtype(dtype)
     x, y = _digits_arrays()
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_size, random_state=seed, stratify=y
@@ -95,13 +91,11 @@ def load_binarized_digits(
     For latent-variable models with a Bernoulli likelihood. Returns ``(x_train, x_test)`` of
     ``dtype`` with values in $\{0, 1\}$ and shape ``(n, 64)``; the split is fixed by ``seed``.
     """
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
-        raise ValueError(f"test_size must be a float in (0, 1), got {test_size!r}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
-        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
-    _check_dtype(dtype)
+    check_number_in(test_size, "test_size", 0, 1)
+    check_number_in(threshold, "threshold", 0, 1, closed_low=True)
+    check_float_dtype(dtype)
     x = torch.tensor(_digits_arrays()[0] / 16.0 > threshold, dtype=dtype, device=device)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+    order = rng.randperm(len(x), generator=torch.Generator().manual_seed(seed), device=x.device)
     num_test = int(round(test_size * len(x)))
     return x[order[num_test:]], x[order[:num_test]]
 
@@ -110,7 +104,7 @@ def load_iris_tensors(
     device: Optional[Any] = None, dtype: torch.dtype = torch.float32
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's iris: features ``(150, 4)`` of ``dtype`` (raw, in cm) and labels ``(150,)`` int64."""
-    _check_dtype(dtype)
+    check_float_dtype(dtype)
     x, y = _iris_arrays()
     return (
         torch.tensor(x, dtype=dtype, device=device),
@@ -125,7 +119,7 @@ def product_of_marginals(Z: torch.Tensor, x_dim: int, generator: Optional[torch.
         raise ValueError(f"Z must be a tensor of shape (n, d), got {getattr(Z, 'shape', type(Z).__name__)}")
     if isinstance(x_dim, bool) or not isinstance(x_dim, int) or not 0 < x_dim < Z.shape[1]:
         raise ValueError(f"x_dim must be an int in [1, {Z.shape[1] - 1}], got {x_dim!r}")
-    order = torch.randperm(Z.shape[0], generator=generator).to(Z.device)
+    order = rng.randperm(Z.shape[0], generator=generator, device=Z.device)
     return torch.cat((Z[:, :x_dim], Z[order, x_dim:]), dim=1)
 
 
@@ -147,15 +141,11 @@ def correlated_gaussians(
     :func:`product_of_marginals`), and the true mutual information ``mi`` in nats (a float).
     Everything is determined by ``seed``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not -1 < rho < 1:
-        raise ValueError(f"rho must be a float in (-1, 1), got {rho!r}")
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    _check_dtype(dtype)
+    check_int(n, "n", minimum=2)
+    check_number_in(rho, "rho", -1, 1)
+    check_count(dim, "dim")
+    check_seed(seed)
+    check_float_dtype(dtype)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, dim, generator=generator, dtype=torch.float64)
     noise = torch.randn(n, dim, generator=generator, dtype=torch.float64)

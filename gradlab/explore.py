@@ -1,6 +1,7 @@
 r"""The computations behind gradlab's explorers, as plain functions (no widgets, no plotting).
 
-An *explorer estimator* is one entry of the registry :data:`ESTIMATORS`: a name, a label,
+An *explorer method* is one entry of the registry :data:`EXPLORER_METHODS` (the menu of the
+explorers; not to be confused with :data:`gradlab.ESTIMATORS`, the estimator registry): a name, a label,
 the knob it is tuned by (``"eps"`` for finite differences, ``"sigma"`` for evolution
 strategies, ``None`` when it has none) and a function
 
@@ -11,6 +12,10 @@ The problems (:class:`GradientProblem` and the reference problems) live in
 forward gradients, ES) apply to every problem; expectation estimators (registered through
 :func:`expectation_entry`, one line each) to expectation problems, the discrete ones of
 Chapter 6 to Bernoulli or one-hot categorical problems.
+
+The built-in entries are data (:func:`builtin_methods` lists them); the registry is a plain
+dict built from them, so importing this module registers nothing anywhere else, and
+:func:`register_explorer_estimator` adds an entry of your own.
 """
 from __future__ import annotations
 
@@ -20,9 +25,10 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from .compare import cosine_similarity, relative_error
-from .es import es_grad
 from . import problems
+from .checks import check_choice, check_count, check_int, check_optional_positive, check_sigma
+from .compare import cosine_similarity, relative_error
+from .es.point import es_grad
 from .finite_diff import fd_grad, forward_grad
 from .problems import (
     GradientProblem,
@@ -37,7 +43,8 @@ from .relax import REBAR, RELAX, GumbelSoftmaxEstimator, discrete_logits
 
 __all__ = [
     "ExplorerEstimator",
-    "ESTIMATORS",
+    "EXPLORER_METHODS",
+    "builtin_methods",
     "register_explorer_estimator",
     "expectation_entry",
     "estimators_for",
@@ -84,14 +91,11 @@ class ExplorerEstimator:
         return not self.requires_rsample or dist.has_rsample
 
 
-ESTIMATORS: Dict[str, ExplorerEstimator] = {}
-
-
 def register_explorer_estimator(entry: ExplorerEstimator) -> ExplorerEstimator:
-    """Add ``entry`` to :data:`ESTIMATORS` (replacing one of the same name) and return it."""
+    """Add ``entry`` to :data:`EXPLORER_METHODS` (replacing one of the same name) and return it."""
     if not isinstance(entry, ExplorerEstimator):
         raise TypeError(f"entry must be an ExplorerEstimator, got {type(entry).__name__}")
-    ESTIMATORS[entry.name] = entry
+    EXPLORER_METHODS[entry.name] = entry
     return entry
 
 
@@ -112,17 +116,18 @@ def _forward_gradient(problem, *, num_samples, knob, generator):
     return forward_grad(problem.objective, problem.theta, num_samples, generator=generator, vectorized=True)
 
 
-for _scheme, _cost in (("forward", lambda d, n: d + 1), ("central", lambda d, n: 2 * d)):
-    register_explorer_estimator(ExplorerEstimator(
-        f"fd_{_scheme}", f"finite differences ({_scheme})", _fd(_scheme), knob="eps",
-        knob_range=(1e-7, 1e-1), knob_default=1e-3, uses_samples=False, evaluations=_cost))
-register_explorer_estimator(ExplorerEstimator(
-    "forward_grad", "forward gradient (JVPs)", _forward_gradient, evaluations=lambda d, n: n))
-for _method, _cost in (("naive", lambda d, n: n), ("forward", lambda d, n: n + 1),
-                       ("antithetic", lambda d, n: 2 * n)):
-    register_explorer_estimator(ExplorerEstimator(
-        f"es_{_method}", f"ES ({_method})", _es(_method), knob="sigma", knob_range=(1e-3, 1.0),
-        knob_default=0.01, evaluations=_cost))
+def point_methods() -> Tuple[ExplorerEstimator, ...]:
+    """Finite differences (Chapter 2), the forward gradient and the three ES estimators (Chapter 3)."""
+    fd = [ExplorerEstimator(f"fd_{scheme}", f"finite differences ({scheme})", _fd(scheme), knob="eps",
+                            knob_range=(1e-7, 1e-1), knob_default=1e-3, uses_samples=False, evaluations=cost)
+          for scheme, cost in (("forward", lambda d, n: d + 1), ("central", lambda d, n: 2 * d))]
+    forward = ExplorerEstimator("forward_grad", "forward gradient (JVPs)", _forward_gradient,
+                                evaluations=lambda d, n: n)
+    es = [ExplorerEstimator(f"es_{method}", f"ES ({method})", _es(method), knob="sigma", knob_range=(1e-3, 1.0),
+                            knob_default=0.01, evaluations=cost)
+          for method, cost in (("naive", lambda d, n: n), ("forward", lambda d, n: n + 1),
+                               ("antithetic", lambda d, n: 2 * n))]
+    return (*fd, forward, *es)
 
 
 def expectation_entry(estimator: Any, label: Optional[str] = None, *, name: Optional[str] = None,
@@ -157,14 +162,14 @@ def expectation_entry(estimator: Any, label: Optional[str] = None, *, name: Opti
     return ExplorerEstimator(name, label or name, estimate, kind="expectation", **options)
 
 
-# The estimators of Chapters 4 and 5, one entry each (gradlab.expectation's one signature).
-register_explorer_estimator(expectation_entry("score", "score function (REINFORCE)"))
-register_explorer_estimator(expectation_entry("score", "score function + leave-one-out baseline",
-                                              name="score_rloo", baseline="rloo"))
-register_explorer_estimator(expectation_entry("pathwise", "pathwise (reparameterization)",
-                                              requires_rsample=True))
-register_explorer_estimator(expectation_entry("measure_valued", "measure-valued",
-                                              evaluations=lambda d, n: 2 * d * n))
+def expectation_methods() -> Tuple[ExplorerEstimator, ...]:
+    """The estimators of Chapters 4 and 5, one entry each (gradlab.expectation's one signature)."""
+    return (
+        expectation_entry("score", "score function (REINFORCE)"),
+        expectation_entry("score", "score function + leave-one-out baseline", name="score_rloo", baseline="rloo"),
+        expectation_entry("pathwise", "pathwise (reparameterization)", requires_rsample=True),
+        expectation_entry("measure_valued", "measure-valued", evaluations=lambda d, n: 2 * d * n),
+    )
 
 
 def adapted_relax(problem: GradientProblem, *, num_steps: int = 150, num_samples: int = 8, lr: float = 0.03,
@@ -193,44 +198,42 @@ def _relax(problem, *, num_samples, knob, generator):
                                                    num_samples=num_samples, generator=generator).mean(0)
 
 
-# The discrete estimators of Chapter 6 (gradlab.relax), on Bernoulli or one-hot categorical problems.
-_TAU = dict(knob="tau", knob_range=(0.05, 5.0), knob_default=0.5, requires_relaxation=True)
-register_explorer_estimator(expectation_entry(GumbelSoftmaxEstimator,
-                                              "Gumbel-softmax (relaxed)", name="gumbel_softmax", **_TAU))
-register_explorer_estimator(expectation_entry("st", "straight-through", name="straight_through",
-                                              requires_relaxation=True))
-register_explorer_estimator(expectation_entry(lambda tau: REBAR(eta=1.0, tau=tau), "REBAR (η = 1)", name="rebar",
-                                              evaluations=lambda d, n: 3 * n, **_TAU))
-register_explorer_estimator(ExplorerEstimator("relax", "RELAX (adapted at θ)", _relax, kind="expectation",
-                                              evaluations=lambda d, n: 3 * n, requires_relaxation=True))
+def discrete_methods() -> Tuple[ExplorerEstimator, ...]:
+    """The discrete estimators of Chapter 6 (gradlab.relax), on Bernoulli or one-hot categorical problems."""
+    tau = dict(knob="tau", knob_range=(0.05, 5.0), knob_default=0.5, requires_relaxation=True)
+    return (
+        expectation_entry(GumbelSoftmaxEstimator, "Gumbel-softmax (relaxed)", name="gumbel_softmax", **tau),
+        expectation_entry("st", "straight-through", name="straight_through", requires_relaxation=True),
+        expectation_entry(lambda t: REBAR(eta=1.0, tau=t), "REBAR (η = 1)", name="rebar",
+                          evaluations=lambda d, n: 3 * n, **tau),
+        ExplorerEstimator("relax", "RELAX (adapted at θ)", _relax, kind="expectation",
+                          evaluations=lambda d, n: 3 * n, requires_relaxation=True),
+    )
+
+
+def builtin_methods() -> Tuple[ExplorerEstimator, ...]:
+    """Every built-in explorer method, in menu order (Chapters 2-6)."""
+    return point_methods() + expectation_methods() + discrete_methods()
+
+
+EXPLORER_METHODS: Dict[str, ExplorerEstimator] = {entry.name: entry for entry in builtin_methods()}
 
 
 def estimators_for(problem: GradientProblem) -> Dict[str, ExplorerEstimator]:
     """The registered estimators that apply to ``problem``, in registration order."""
-    return {name: entry for name, entry in ESTIMATORS.items() if entry.applies_to(problem)}
+    return {name: entry for name, entry in EXPLORER_METHODS.items() if entry.applies_to(problem)}
 
 
 def _entry(estimator: Any) -> ExplorerEstimator:
     if isinstance(estimator, ExplorerEstimator):
         return estimator
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)}, got {estimator!r}")
-    return ESTIMATORS[estimator]
+    return EXPLORER_METHODS[check_choice(estimator, "estimator", sorted(EXPLORER_METHODS))]
 
 
 def _knob(entry: ExplorerEstimator, knob: Optional[float]) -> Optional[float]:
     if entry.knob is None:
         return None
-    value = entry.knob_default if knob is None else knob
-    if value is not None and (not isinstance(value, (int, float)) or not value > 0):
-        raise ValueError(f"{entry.knob} must be a positive number, got {knob!r}")
-    return None if value is None else float(value)
-
-
-def _check_samples(num_samples: object) -> int:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
-    return num_samples
+    return check_optional_positive(entry.knob_default if knob is None else knob, entry.knob)
 
 
 # =========================================================================== one estimate
@@ -254,7 +257,7 @@ def estimate_once(problem: GradientProblem, estimator: Any, *, num_samples: int 
     entry = _entry(estimator)
     if not entry.applies_to(problem):
         raise ValueError(f"estimator {entry.name!r} needs an expectation problem (f and make_dist)")
-    return entry.estimate(problem, num_samples=_check_samples(num_samples), knob=_knob(entry, knob),
+    return entry.estimate(problem, num_samples=check_count(num_samples, "num_samples"), knob=_knob(entry, knob),
                           generator=generator)
 
 
@@ -286,8 +289,7 @@ def error_stats(problem: GradientProblem, estimator: Any, settings: Sequence[Tup
     curves over settings are smooth and each point is reproducible on its own). The
     estimated bias² carries variance/R. Returns float64 tensors of length ``len(settings)``.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 2:
-        raise ValueError(f"repeats must be an int >= 2, got {repeats!r}")
+    check_int(repeats, "repeats", minimum=2)
     entry = _entry(estimator)
     truth = (problem.true_grad if target is None else target).reshape(-1).double()
     rows = []
@@ -326,8 +328,7 @@ def smoothed(f: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tensor, sigma:
     the expectations are a 1201-point quadrature rule on $z\in[-6, 6]$ with Gaussian weights,
     which needs no derivative of ``f``.
     """
-    if not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    sigma = check_sigma(sigma)
     xs = torch.as_tensor(xs, dtype=torch.float64)
     with torch.no_grad():
         values = f(xs[:, None] + sigma * _Z[None, :])

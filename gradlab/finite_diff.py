@@ -39,6 +39,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from . import rng
 from .batch import Vectorized, check_vectorized, evaluate_batch
 from .checks import as_scalar, check_choice, check_count, check_positive, check_tensor
 
@@ -182,10 +183,7 @@ def forward_grad(
     check_count(num_samples, "num_samples")
     check_vectorized(vectorized)
     x0 = x.detach()
-    gen_device = generator.device if generator is not None else x0.device
-    tangents = torch.randn(
-        (num_samples, *x0.shape), generator=generator, dtype=x0.dtype, device=gen_device
-    ).to(x0.device)
+    tangents = rng.randn((num_samples, *x0.shape), generator=generator, dtype=x0.dtype, device=x0.device)
 
     def directional(v: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():

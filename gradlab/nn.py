@@ -5,8 +5,12 @@ be placed in ``nn.Sequential``. These thin wrappers make :mod:`gradlab.autograd`
 drop-in replacements for ``torch.nn.ReLU`` and ``torch.nn.Linear``, e.g.
 ``build_mlp(64, [32], 10, nonlinearity_module=gradlab.nn.ReQU)``.
 
-``gradlab.nn.ZeroOrderModule`` is re-exported from :mod:`gradlab.es_autograd`:
-a module whose parameters get evolution-strategies gradients.
+Each class says what it computes in the class attribute ``gradlab_layer``
+(``"affine"`` or ``"elementwise"``): a plain description that other code may read (the
+population fast path of :mod:`gradlab.es.fastpath` does); this module imports no estimator.
+
+``gradlab.nn.ZeroOrderModule`` is a deprecated alias of :class:`gradlab.es.layer.ZeroOrderModule`
+(set by the package, kept for the book's Chapter 3 code); use ``gradlab.ZeroOrderModule``.
 """
 from __future__ import annotations
 
@@ -17,13 +21,15 @@ import torch
 from torch import nn
 
 from .autograd import linear, my_relu, requ
-from .es_autograd import ZeroOrderModule
+from .checks import check_int
 
-__all__ = ["ReLU", "ReQU", "Linear", "ZeroOrderModule"]
+__all__ = ["ReLU", "ReQU", "Linear"]
 
 
 class ReLU(nn.Module):
     r"""Elementwise $\max(x, 0)$ through :class:`gradlab.autograd.MyReLU`."""
+
+    gradlab_layer = "elementwise"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return my_relu(x)
@@ -31,6 +37,8 @@ class ReLU(nn.Module):
 
 class ReQU(nn.Module):
     r"""Elementwise $1[x > 0]\, x^2$ through :class:`gradlab.autograd.ReQU`."""
+
+    gradlab_layer = "elementwise"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return requ(x)
@@ -44,6 +52,8 @@ class Linear(nn.Module):
     produce identical parameters.
     """
 
+    gradlab_layer = "affine"
+
     def __init__(
         self,
         in_features: int,
@@ -53,9 +63,8 @@ class Linear(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        check_int(in_features, "in_features")
+        check_int(out_features, "out_features")
         self.in_features = in_features
         self.out_features = out_features
         factory = {"device": device, "dtype": dtype}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from .checks import check_module
 from .params import flatten_params, unflatten_params
 
 __all__ = [
@@ -58,8 +59,7 @@ class GradientProblem:
 def model_problem(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: Any,
                   name: Optional[str] = None) -> GradientProblem:
     """``loss_fn(model(inputs), targets)`` as a function of the flat parameter vector θ (``flatten_params`` order)."""
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
 
     def objective(theta: torch.Tensor) -> torch.Tensor:
         return loss_fn(functional_call(model, unflatten_params(theta, model), (inputs,)), targets)

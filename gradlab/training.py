@@ -14,14 +14,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
-from tqdm import tqdm
+
+from . import rng
+from .checks import check_count, check_int, check_module
 
 __all__ = ["build_mlp", "accuracy", "train"]
-
-
-def _check_positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _make_nonlinearity(nonlinearity_module: Callable[[], nn.Module]) -> nn.Module:
@@ -63,7 +60,7 @@ def build_mlp(
     dims = [input_dim, *hidden_dims, output_dim]
     names = ["input_dim", *[f"hidden_dims[{i}]" for i in range(len(hidden_dims))], "output_dim"]
     for name, dim in zip(names, dims):
-        _check_positive_int(dim, name)
+        check_count(dim, name)
     layers: List[nn.Module] = []
     for index, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(weight_module(d_in, d_out, bias=bias))
@@ -125,14 +122,12 @@ def train(
     History: ``"loss"`` (mean training loss of each epoch, weighted by batch size)
     and ``"val_accuracy"`` (after each epoch; empty without ``x_val``/``y_val``).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_module(model)
     _check_xy(x, y, "x", "y")
     if x.shape[0] == 0:
         raise ValueError("x must contain at least one row")
-    if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 0:
-        raise ValueError(f"num_epochs must be a non-negative int, got {num_epochs!r}")
-    _check_positive_int(batch_size, "batch_size")
+    check_int(num_epochs, "num_epochs", minimum=0)
+    check_count(batch_size, "batch_size")
     if (x_val is None) != (y_val is None):
         raise ValueError("x_val and y_val must be given together")
     if x_val is not None:
@@ -141,10 +136,12 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     num_samples = x.shape[0]
     history: Dict[str, List[float]] = {"loss": [], "val_accuracy": []}
+    from tqdm import tqdm  # imported on first use: ``import gradlab`` does not load tqdm
+
     bar = tqdm(range(num_epochs), desc="epochs", disable=not progress)
     for _ in bar:
         model.train()
-        order = torch.randperm(num_samples, generator=generator).to(x.device)
+        order = rng.randperm(num_samples, generator=generator, device=x.device)
         total = 0.0
         for start in range(0, num_samples, batch_size):
             index = order[start : start + batch_size]

@@ -9,6 +9,10 @@ Each explorer has three faces over the same computation (:mod:`gradlab.explore`)
 * static: ``.figure(**params)`` draws one view as a matplotlib ``Figure``;
 * precomputed: ``.static_html(**grid)`` renders a view for every point of a grid of control
   values and switches between them in the browser, with no kernel and no network (the book).
+
+:class:`GradientExplorer` and :class:`VarianceExplorer` live here, :class:`SmoothingExplorer`
+in :mod:`gradlab.widgets_smoothing`; the machinery shared by all three is :mod:`gradlab.frames`.
+``import gradlab`` does not load this module (``gradlab.GradientExplorer`` imports it on first use).
 """
 from __future__ import annotations
 
@@ -17,21 +21,20 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
+from .checks import check_choice
 from .explore import (
-    ESTIMATORS,
-    SMOOTHING_FUNCTIONS,
+    EXPLORER_METHODS,
     GradientProblem,
     error_stats,
-    es_slope,
     estimators_for,
     gradient_view,
     log_grid,
     model_problem,
-    smoothed,
     wiggly_problem,
     digits_mlp_problem,
 )
 from .frames import KNOB_SYMBOLS, Explorer, fmt, log_slider
+from .widgets_smoothing import SmoothingExplorer
 
 __all__ = ["GradientExplorer", "VarianceExplorer", "SmoothingExplorer"]
 
@@ -42,7 +45,7 @@ class GradientExplorer(Explorer):
     ``problem`` is a :class:`~gradlab.explore.GradientProblem` (default: an MLP on digits,
     :func:`~gradlab.explore.digits_mlp_problem`), a model (then the loss is
     ``loss_fn(model(inputs), targets)`` as a function of all parameters), or a scalar function
-    of one tensor (then ``theta`` is the point). ``estimators`` are names in :data:`gradlab.explore.ESTIMATORS`
+    of one tensor (then ``theta`` is the point). ``estimators`` are names in :data:`gradlab.explore.EXPLORER_METHODS`
     (default: every one that applies). Controls: ``estimator``, ``knob`` (alias: the
     estimator's knob name, ``eps``/``sigma``/``tau``), ``num_samples``, ``seed``.
     """
@@ -75,9 +78,8 @@ class GradientExplorer(Explorer):
         for alias in KNOB_SYMBOLS:
             if alias in p:
                 p["knob"] = p.pop(alias)
-        if p.get("estimator") not in self.estimators:
-            raise ValueError(f"estimator must be one of {self.estimators}, got {p.get('estimator')!r}")
-        entry = ESTIMATORS[p["estimator"]]
+        check_choice(p.get("estimator"), "estimator", self.estimators)
+        entry = EXPLORER_METHODS[p["estimator"]]
         knob = p.get("knob")
         if entry.knob is None:
             knob = None
@@ -89,7 +91,7 @@ class GradientExplorer(Explorer):
         return p
 
     def key(self, p: Dict[str, Any]) -> tuple:
-        entry = ESTIMATORS[p["estimator"]]
+        entry = EXPLORER_METHODS[p["estimator"]]
         random = entry.uses_samples
         return (p["estimator"], p["knob"], p["num_samples"] if random else None, p["seed"] if random else None)
 
@@ -106,7 +108,7 @@ class GradientExplorer(Explorer):
         return {"cosine": view.cosine, "relative_error": view.relative_error, "evaluations": view.evaluations}
 
     def _title(self, p: Dict[str, Any]) -> str:
-        entry = ESTIMATORS[p["estimator"]]
+        entry = EXPLORER_METHODS[p["estimator"]]
         parts = [entry.label]
         if entry.knob:
             parts.append(f"{KNOB_SYMBOLS.get(entry.knob, entry.knob)} = {p['knob']:.3g}")
@@ -156,15 +158,15 @@ class GradientExplorer(Explorer):
         if name in KNOB_SYMBOLS:
             return KNOB_SYMBOLS[name]
         if name == "knob":
-            knobs = {ESTIMATORS[e].knob for e in self.estimators} - {None}
+            knobs = {EXPLORER_METHODS[e].knob for e in self.estimators} - {None}
             return " / ".join(KNOB_SYMBOLS.get(k, k) for k in sorted(knobs)) or name
         return "N (samples)" if name == "num_samples" else name
 
     def _value_label(self, name: str, value: Any) -> str:
-        return ESTIMATORS[value].label if name == "estimator" else fmt(value)
+        return EXPLORER_METHODS[value].label if name == "estimator" else fmt(value)
 
     def _controls(self, w) -> Dict[str, Any]:
-        options = [(ESTIMATORS[n].label, n) for n in self.estimators]
+        options = [(EXPLORER_METHODS[n].label, n) for n in self.estimators]
         return {
             "estimator": w.Dropdown(options=options, value=self.params["estimator"], description="estimator"),
             "knob": log_slider(w, "knob", 1.0, 1e-8, 1e2),
@@ -176,7 +178,7 @@ class GradientExplorer(Explorer):
         controls = getattr(self, "controls", None)
         if not controls:
             return {}
-        entry = ESTIMATORS[self.params["estimator"]]
+        entry = EXPLORER_METHODS[self.params["estimator"]]
         knob, samples = controls["knob"], controls["num_samples"]
         knob.layout.display = None if entry.knob else "none"
         samples.layout.display = None if entry.uses_samples else "none"
@@ -226,11 +228,11 @@ class VarianceExplorer(Explorer):
         usable = estimators_for(self.problem)
         if not estimators or any(e not in usable for e in estimators):
             raise ValueError(f"estimators must be a non-empty list from {list(usable)}, got {list(estimators)}")
-        knobs = {ESTIMATORS[e].knob for e in estimators} - {None}
+        knobs = {EXPLORER_METHODS[e].knob for e in estimators} - {None}
         if len(knobs) > 1:
             raise ValueError(f"estimators must share one knob, got {sorted(knobs)}")
         self.estimators = list(estimators)
-        self.knob_entry = next((ESTIMATORS[e] for e in estimators if ESTIMATORS[e].knob), None)
+        self.knob_entry = next((EXPLORER_METHODS[e] for e in estimators if EXPLORER_METHODS[e].knob), None)
         low, high = self.knob_entry.knob_range if self.knob_entry else (1.0, 1.0)
         self.knob_grid = tuple(knob_grid) if knob_grid is not None else log_grid(max(low, 1e-3), high, 7)
         self.sample_grid = tuple(int(n) for n in sample_grid)
@@ -247,8 +249,7 @@ class VarianceExplorer(Explorer):
         if p["axis"] in KNOB_SYMBOLS:
             p["axis"] = "knob"
         axes = ("num_samples", "knob") if self.knob_entry else ("num_samples",)
-        if p["axis"] not in axes:
-            raise ValueError(f"axis must be one of {axes} for these estimators, got {p['axis']!r}")
+        check_choice(p["axis"], "axis", axes)
         p["num_samples"] = int(round(p["num_samples"]))
         p["knob"] = None if p.get("knob") is None else float(p["knob"])
         return p
@@ -284,7 +285,7 @@ class VarianceExplorer(Explorer):
         for i, (e, s) in enumerate(stats.items()):
             color = f"C{i}"
             ax.fill_between(xs, s["lower"].numpy(), s["upper"].numpy(), color=color, alpha=0.15, lw=0)
-            ax.plot(xs, s["mse"].numpy(), "o-", color=color, label=ESTIMATORS[e].label)
+            ax.plot(xs, s["mse"].numpy(), "o-", color=color, label=EXPLORER_METHODS[e].label)
             ax.plot(xs, s["bias2"].numpy(), "--", color=color, lw=1)
             ax.plot(xs, s["variance"].numpy(), ":", color=color, lw=1.5)
         ax.plot([], [], "k-", label="MSE (band: 10–90% of draws)")
@@ -314,102 +315,3 @@ class VarianceExplorer(Explorer):
             low, high = self.knob_entry.knob_range
             controls["knob"] = log_slider(w, self._knob_symbol(), self.params["knob"], low, high)
         return controls
-
-
-# =========================================================================== SmoothingExplorer
-class SmoothingExplorer(Explorer):
-    r"""A 1-D function $f$, its Gaussian blur $f_\sigma$, and the ES estimate of $f_\sigma'(x_0)$.
-
-    ``functions`` maps names to elementwise functions of a tensor (default:
-    :data:`gradlab.explore.SMOOTHING_FUNCTIONS`, smooth, staircase and kinked examples);
-    black boxes are fine, nothing is differentiated. Controls: ``function``, ``sigma``,
-    ``x0``, ``num_samples``, ``method``, ``seed``.
-    """
-
-    def __init__(self, functions: Optional[Dict[str, Any]] = None, *, function: Optional[str] = None,
-                 sigma: float = 0.3, x0: float = 0.5, num_samples: int = 100, method: str = "antithetic",
-                 seed: int = 0, xlim: tuple = (-3.0, 3.0)) -> None:
-        self.functions = dict(functions or SMOOTHING_FUNCTIONS)
-        self.xlim = xlim
-        super().__init__(function=function or next(iter(self.functions)), sigma=sigma, x0=x0,
-                         num_samples=num_samples, method=method, seed=seed)
-
-    def normalize(self, params: Dict[str, Any]) -> Dict[str, Any]:
-        p = dict(params)
-        if p["function"] not in self.functions:
-            raise ValueError(f"function must be one of {list(self.functions)}, got {p['function']!r}")
-        if p["method"] not in ("naive", "forward", "antithetic"):
-            raise ValueError(f"method must be 'naive', 'forward' or 'antithetic', got {p['method']!r}")
-        p.update(sigma=float(p["sigma"]), x0=float(p["x0"]), num_samples=int(round(p["num_samples"])))
-        return p
-
-    def _compute(self, p: Dict[str, Any]):
-        f = self.functions[p["function"]]
-        xs = torch.linspace(*self.xlim, 401, dtype=torch.float64)
-        with torch.no_grad():
-            values = f(xs)
-        blurred, _ = smoothed(f, xs, p["sigma"])
-        at_x0, slope = smoothed(f, torch.tensor([p["x0"]]), p["sigma"])
-        estimate = es_slope(f, p["x0"], sigma=p["sigma"], num_samples=p["num_samples"], method=p["method"],
-                            seed=p["seed"])
-        return dict(xs=xs, values=values, blurred=blurred, f_sigma=float(at_x0[0]), slope=float(slope[0]),
-                    estimate=estimate)
-
-    def _metrics(self, view, p) -> Dict[str, Any]:
-        return {"smoothed_slope": view["slope"], "es_estimate": view["estimate"],
-                "error": view["estimate"] - view["slope"]}
-
-    def _curves(self, view, p):
-        """(x, y, label) of f, f_sigma, the exact tangent and the ES tangent at x0, and the point."""
-        x0, y0, half = p["x0"], view["f_sigma"], 0.6
-        xs = view["xs"].numpy()
-        tangent = lambda slope: ([x0 - half, x0 + half], [y0 - half * slope, y0 + half * slope])  # noqa: E731
-        return [
-            (xs, view["values"].numpy(), "f"),
-            (xs, view["blurred"].numpy(), f"$f_\\sigma$, σ = {p['sigma']:.3g}"),
-            (*tangent(view["slope"]), "exact slope of $f_\\sigma$"),
-            (*tangent(view["estimate"]), f"ES slope ({p['method']}, N = {p['num_samples']})"),
-            ([x0], [y0], None),
-        ]
-
-    def _ylim(self, view):
-        lo, hi = float(view["values"].min()), float(view["values"].max())
-        pad = 0.15 * (hi - lo or 1.0)
-        return lo - pad, hi + pad
-
-    def _draw(self, fig, view, p) -> None:
-        ax = fig.add_subplot()
-        styles = [dict(color="0.55", lw=1.5), dict(color="C0", lw=2), dict(color="k", ls="--", lw=1.5),
-                  dict(color="C3", lw=2), dict(color="k", marker="o", ms=5, ls="none")]
-        for (x, y, label), style in zip(self._curves(view, p), styles):
-            ax.plot(x, y, label=label or "_point", **style)
-        ax.set(xlim=self.xlim, ylim=self._ylim(view), xlabel="x", ylabel="value",
-               title="ES follows the slope of the blurred function")
-        ax.legend(fontsize="small", loc="upper center")
-        self.remember(fig, ax)
-
-    def _refresh(self, fig, view, p) -> bool:
-        ax = self.drawn_axes(fig)
-        if ax is None:
-            return False
-        curves = self._curves(view, p)
-        for line, (x, y, _) in zip(ax.lines, curves):
-            line.set_data(x, y)
-        for text, (_, _, label) in zip(ax.get_legend().get_texts(), curves):
-            text.set_text(label)
-        ax.set_ylim(self._ylim(view))
-        return True
-
-    def _label(self, name: str) -> str:
-        return {"sigma": "σ", "x0": "x₀", "num_samples": "N (samples)"}.get(name, name)
-
-    def _controls(self, w) -> Dict[str, Any]:
-        p = self.params
-        return {
-            "function": w.Dropdown(options=list(self.functions), value=p["function"], description="f"),
-            "sigma": log_slider(w, "σ", p["sigma"], 0.01, 2.0),
-            "x0": w.FloatSlider(value=p["x0"], min=self.xlim[0] + 0.5, max=self.xlim[1] - 0.5, step=0.05,
-                                description="x₀", continuous_update=False),
-            "num_samples": log_slider(w, "N", p["num_samples"], 1, 10000, ".0f"),
-            "method": w.Dropdown(options=["naive", "forward", "antithetic"], value=p["method"], description="ES"),
-        }

@@ -66,7 +66,9 @@ def test_iris():
 
 @pytest.mark.parametrize("test_size", [0, 1, 1.5, -0.1, "0.2", True])
 def test_bad_test_size(test_size):
-    with pytest.raises(ValueError, match=r"test_size must be a float in \(0, 1\)"):
+    # gradlab.checks' one rule: a bad value is a ValueError, a wrong kind (str, bool) a TypeError
+    error = TypeError if isinstance(test_size, (str, bool)) else ValueError
+    with pytest.raises(error, match=r"test_size must be a number in \(0, 1\)"):
         load_digits_split(test_size=test_size)
 
 

@@ -249,6 +249,60 @@ def test_fast_path_equals_generic_vmap_path(name, method, rank):
     torch.testing.assert_close(fast, generic, rtol=1e-9, atol=1e-12)
 
 
+def test_gradlab_layers_opt_into_the_fast_path_without_an_import_of_gradlab_nn():
+    from gradlab.es.fastpath import fast_plan
+
+    model, (x, _) = MODELS["gradlab"](), batch()
+    assert fast_plan(model, x) is not None  # gradlab.nn's layers declare gradlab_layer
+    assert [kind for kind, _ in fast_plan(model, x)] == ["linear", "act", "linear", "act", "linear"]
+
+
+def double(module, inputs, output):
+    return 2 * output
+
+
+@pytest.mark.parametrize("where", ["layer", "pre-hook", "global"])
+def test_hooks_that_change_values_send_the_call_to_the_generic_path(where):
+    from gradlab.es.fastpath import fast_plan
+
+    model, (x, y) = MODELS["torch"](), batch()
+    loss_fn = nn.CrossEntropyLoss()
+    kw = dict(sigma=0.05, num_samples=6, method="antithetic", chunk_size=6)
+    plain = es_grad_model(model, loss_fn, x, y, generator=gen(9), **kw)
+    if where == "layer":
+        handle = model[2].register_forward_hook(double)
+    elif where == "pre-hook":
+        handle = model[2].register_forward_pre_hook(lambda module, args: (args[0] * 3,))
+    else:  # a global hook: invisible to any per-module check
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda module, inputs, output: double(module, inputs, output) if module is model[2] else None)
+    try:
+        assert fast_plan(model, x) is None
+        fast = es_grad_model(model, loss_fn, x, y, generator=gen(9), **kw)
+        generic = es_grad_model(model, loss_fn, x, y, generator=gen(9), fast=False, **kw)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(fast, generic, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(fast, plain)  # the hook does change the estimate
+    assert fast_plan(model, x) is not None  # and without it the fast path is back
+
+
+def test_an_observing_hook_leaves_the_fast_path_and_its_numbers_alone():
+    from gradlab.es.fastpath import fast_plan
+
+    model, (x, y) = MODELS["torch"](), batch()
+    seen = []
+    handle = model[1].register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    try:
+        assert fast_plan(model, x) is not None and seen
+        kw = dict(sigma=0.05, num_samples=6, chunk_size=6)
+        fast = es_grad_model(model, nn.CrossEntropyLoss(), x, y, generator=gen(10), **kw)
+        generic = es_grad_model(model, nn.CrossEntropyLoss(), x, y, generator=gen(10), fast=False, **kw)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(fast, generic, rtol=1e-9, atol=1e-12)
+
+
 def test_batched_cross_entropy_shortcut_matches_the_vmapped_loss():
     model, (x, y) = MODELS["torch"](), batch()
     kw = dict(sigma=0.05, num_samples=6)

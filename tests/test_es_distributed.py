@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from gradlab import NoiseTable, es_grad_model
-from gradlab.es_distributed import allreduce_bytes, exchange_bytes, member_share
+from gradlab.es.distributed import allreduce_bytes, exchange_bytes, member_share
 
 F64 = torch.float64
 NUM_SAMPLES = 7  # not a multiple of 2: the shares differ in size

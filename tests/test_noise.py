@@ -1,4 +1,4 @@
-"""gradlab.noise: noise sources draw the same numbers however they are asked."""
+"""gradlab.es.noise: noise sources draw the same numbers however they are asked."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gradlab.noise import DistributionNoise, GaussianNoise, draw_noise, noise_source, sample_noise
+from gradlab.es.noise import DistributionNoise, GaussianNoise, draw_noise, noise_source, sample_noise
 
 F64 = torch.float64
 

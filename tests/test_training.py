@@ -38,11 +38,11 @@ def test_build_mlp_rejects_autograd_function_with_explanation():
 
 
 def test_build_mlp_rejects_bad_dims():
-    with pytest.raises(ValueError, match=r"input_dim must be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"input_dim must be >= 1, got 0"):
         build_mlp(0, [5], 3)
-    with pytest.raises(ValueError, match=r"hidden_dims\[1\] must be a positive int, got -2"):
+    with pytest.raises(ValueError, match=r"hidden_dims\[1\] must be >= 1, got -2"):
         build_mlp(4, [5, -2], 3)
-    with pytest.raises(ValueError, match=r"output_dim must be a positive int, got 2.0"):
+    with pytest.raises(TypeError, match=r"output_dim must be an int >= 1, got float"):
         build_mlp(4, [5], 2.0)
     with pytest.raises(TypeError, match=r"hidden_dims must be an int or a list of ints, got str"):
         build_mlp(4, "5", 3)
@@ -177,9 +177,9 @@ def test_train_bad_inputs():
     ce = nn.functional.cross_entropy
     with pytest.raises(ValueError, match=r"x and y must have the same number of rows"):
         train(model, ce, opt, x, y[:3], 1, progress=False)
-    with pytest.raises(ValueError, match=r"num_epochs must be a non-negative int, got -1"):
+    with pytest.raises(ValueError, match=r"num_epochs must be >= 0, got -1"):
         train(model, ce, opt, x, y, -1, progress=False)
-    with pytest.raises(ValueError, match=r"batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1, got 0"):
         train(model, ce, opt, x, y, 1, batch_size=0, progress=False)
     with pytest.raises(ValueError, match=r"x_val and y_val must be given together"):
         train(model, ce, opt, x, y, 1, x_val=x, progress=False)

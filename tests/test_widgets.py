@@ -131,6 +131,21 @@ def test_gradient_explorer_rejects_bad_arguments(small_problem, kwargs, match):
         GradientExplorer(small_problem, **kwargs)
 
 
+@pytest.mark.parametrize("num_samples, error", [(2.0, TypeError), (True, TypeError), (0, ValueError)])
+def test_explorers_reject_a_bad_num_samples_as_the_estimators_do(small_problem, num_samples, error):
+    # one home for the checks (gradlab.checks): the same bad input, the same error type everywhere
+    with pytest.raises(error, match="num_samples") as from_es:
+        es_grad(small_problem.objective, small_problem.theta, sigma=0.1, num_samples=num_samples)
+    with pytest.raises(error, match="num_samples") as from_explorer:
+        explore.estimate_once(small_problem, "es_naive", num_samples=num_samples, knob=0.1)
+    assert str(from_es.value) == str(from_explorer.value)
+
+
+def test_the_explorer_menu_is_data_registered_nowhere_else():
+    assert list(explore.EXPLORER_METHODS) == [entry.name for entry in explore.builtin_methods()]
+    assert not hasattr(explore, "ESTIMATORS")  # the one ESTIMATORS is gradlab's estimator registry
+
+
 def test_knob_outside_its_range_is_clamped_and_bad_knob_rejected(small_problem):
     explorer = GradientExplorer(small_problem)
     assert explorer.normalize({**explorer.params, "sigma": 50.0})["knob"] == 1.0
@@ -162,7 +177,7 @@ def expectation_problem():
     )
     entry = explore.register_explorer_estimator(explore.expectation_entry(GaussianPathwise(), "pathwise (test)"))
     yield problem
-    del explore.ESTIMATORS[entry.name]
+    del explore.EXPLORER_METHODS[entry.name]
 
 
 def test_an_expectation_estimator_plugs_in_with_one_entry(expectation_problem, small_problem):
@@ -358,7 +373,7 @@ def test_an_estimator_with_a_knob_gets_it_from_the_slider(expectation_problem):
         with pytest.raises(TypeError, match="knob"):
             explore.expectation_entry("score", knob="tau")
     finally:
-        del explore.ESTIMATORS[entry.name]
+        del explore.EXPLORER_METHODS[entry.name]
 
 
 def test_gradient_explorer_takes_a_model_and_a_loss():

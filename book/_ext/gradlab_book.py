@@ -1,8 +1,9 @@
 """Sphinx extension with the gradlab book's own build steps.
 
-* The API reference (`book/api.md`) is generated from `gradlab.__all__` at build time: the
-  page holds the marker `<!-- gradlab-api -->`, replaced by one autodoc entry per public
-  name, grouped by defining module, so a module added to `__all__` appears with no edit.
+* The API reference (`book/api.md`) is generated from `gradlab.__chapters__` (whose names
+  make up `gradlab.__all__`) at build time: the page holds the marker `<!-- gradlab-api -->`,
+  replaced by one autodoc entry per public name, a section per chapter of the book and in it
+  a group per defining module, so a name added to `__all__` appears with no edit.
 * Docstrings write math as `$...$` and tables in Markdown; autodoc gets reST.
 
 sphinx-thebe registers its configuration script on every `env-before-read-docs` event, and
@@ -39,51 +40,62 @@ _INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)([^$]+?)(?<![\\$])\$")  # may span
 _DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.S)
 
 
-def public_api() -> list[tuple[str, list[str]]]:
-    """gradlab's public names grouped by the module that defines them, in `gradlab.__all__` order.
+def public_api() -> list[tuple[str, list[tuple[str, list[str]]]]]:
+    """gradlab's public names by chapter (`gradlab.__chapters__`), then by defining module.
 
-    Modules listed in `__all__` come first in their own order; a name whose defining module is
-    not listed there gets a group of its own. Values (not functions or classes, e.g. a registry)
-    are grouped with the module they are imported from; `__version__` is skipped.
+    Within a chapter, the chapter's modules listed in `__all__` come first in their own order;
+    a name whose defining module is not listed there gets a group of its own. Values (not
+    functions or classes, e.g. a registry) are grouped with the public module that holds the
+    same object; `__version__` is skipped.
     """
     import gradlab
 
-    groups: dict[str, list[str]] = {}
-    for name in gradlab.__all__:
-        obj = getattr(gradlab, name)
-        if inspect.ismodule(obj):
-            groups.setdefault(obj.__name__, [])
-    for name in gradlab.__all__:
-        obj = getattr(gradlab, name)
-        if inspect.ismodule(obj) or name.startswith("__"):
-            continue
-        module = getattr(obj, "__module__", None) if (inspect.isclass(obj) or callable(obj)) else None
-        if module is None:  # a value: find the public module that holds the same object
-            module = next((m.__name__ for m in map(lambda n: getattr(gradlab, n), gradlab.__all__)
-                           if inspect.ismodule(m) and getattr(m, name, None) is obj), "gradlab")
-        groups.setdefault(module, []).append(name)
-    return list(groups.items())
+    listed = [getattr(gradlab, n) for n in gradlab.__all__ if inspect.ismodule(getattr(gradlab, n))]
+    chapters = []
+    for title, names in gradlab.__chapters__:
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            obj = getattr(gradlab, name)
+            if inspect.ismodule(obj):
+                groups.setdefault(obj.__name__, [])
+        for name in names:
+            obj = getattr(gradlab, name)
+            if inspect.ismodule(obj):
+                continue
+            module = getattr(obj, "__module__", None) if (inspect.isclass(obj) or callable(obj)) else None
+            if module is None:  # a value: find the public module that holds the same object
+                module = next((m.__name__ for m in listed if getattr(m, name, None) is obj), "gradlab")
+            groups.setdefault(module, []).append(name)
+        chapters.append((title, list(groups.items())))
+    return chapters
 
 
 def api_markdown() -> str:
-    """MyST source for every public name: a section per module, autodoc entries inside it."""
+    """MyST source for every public name: a section per chapter, a subsection per module."""
     import gradlab
 
-    lines = []
-    for module, names in public_api():
-        # autodoc writes reST, so each module's entries sit in an eval-rst block.
-        lines += [f"## `{module}`", "", "```{eval-rst}", f".. automodule:: {module}", "   :no-members:", ""]
-        for name in names:
-            obj = getattr(gradlab, name)
-            if inspect.isclass(obj):
-                lines += [f".. autoclass:: gradlab.{name}", "   :members:", ""]
-            elif callable(obj):
-                lines += [f".. autofunction:: gradlab.{name}", ""]
-            else:  # a public value, e.g. a registry: its type and, for a mapping, its current keys
-                keys = ", ".join(f"``{k!r}``" for k in obj) if isinstance(obj, dict) else ""
-                lines += [f".. py:data:: {name}", "   :module: gradlab", f"   :type: {type(obj).__name__}", "",
-                          f"   A ``{type(obj).__name__}``" + (f" with the keys {keys}." if keys else "."), ""]
-        lines += ["```", ""]
+    lines, seen = [], set()
+    for title, groups in public_api():
+        lines += [f"## {title}", ""]
+        for module, names in groups:
+            # autodoc writes reST, so each module's entries sit in an eval-rst block; a module that
+            # serves two chapters (gradlab.data) is described once and indexed once.
+            again = ["   :no-index:"] if module in seen else []
+            seen.add(module)
+            lines += [f"### `{module}`", "", "```{eval-rst}", f".. automodule:: {module}", "   :no-members:",
+                      *again, ""]
+            for name in names:
+                obj = getattr(gradlab, name)
+                if inspect.isclass(obj):
+                    lines += [f".. autoclass:: gradlab.{name}", "   :members:", ""]
+                elif callable(obj):
+                    lines += [f".. autofunction:: gradlab.{name}", ""]
+                else:  # a public value, e.g. a registry: its type and, for a mapping, its current keys
+                    keys = ", ".join(f"``{k!r}``" for k in obj) if isinstance(obj, dict) else ""
+                    lines += [f".. py:data:: {name}", "   :module: gradlab", f"   :type: {type(obj).__name__}",
+                              "", f"   A ``{type(obj).__name__}``" + (f" with the keys {keys}." if keys else "."),
+                              ""]
+            lines += ["```", ""]
     return "\n".join(lines)
 
 
@@ -131,7 +143,7 @@ def docstring_to_rst(app, what, name, obj, options, lines: list[str]) -> None:
 
 
 def resolve_gradlab_reference(app, env, node, contnode):
-    """Docstrings name objects by their defining module (`gradlab.es_point.es_grad`); the API page documents
+    """Docstrings name objects by their defining module (`gradlab.es.point.es_grad`); the API page documents
     them under their public name (`gradlab.es_grad`). Link to that; an internal helper that is not public
     (not in `gradlab.__all__`) is shown as plain code instead of a broken link."""
     target = node.get("reftarget", "")

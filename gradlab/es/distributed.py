@@ -1,6 +1,6 @@
 r"""ES across processes with ``torch.distributed``: share the population, exchange (offset, fitness).
 
-With a :class:`gradlab.noise.NoiseTable` held by every process, a population member's
+With a :class:`gradlab.es.noise.NoiseTable` held by every process, a population member's
 perturbation is named by one integer, its offset in the table. :func:`gradlab.es_grad_model`
 with ``group=`` then works like the distributed ES of Salimans et al. (2017):
 
@@ -17,7 +17,7 @@ Communication is $O(N)$ scalars per step, whatever the number $d$ of parameters,
 data-parallel training all-reduces $d$ floats (:func:`exchange_bytes` counts both). The
 price is that every rank repeats the $O(Nd)$ reduction, cheap next to the $2N$ forward
 passes it shares out. Before the first exchange, :func:`check_same_setup` compares the
-tables (:meth:`~gradlab.noise.NoiseTable.checksum`) and the estimator's settings across
+tables (:meth:`~gradlab.es.noise.NoiseTable.checksum`) and the estimator's settings across
 ranks and raises a clear error on any mismatch.
 """
 from __future__ import annotations
@@ -25,9 +25,11 @@ from __future__ import annotations
 from typing import Any, Dict, Tuple
 
 import torch
-import torch.distributed as dist
+
+from .point import METHODS
 
 __all__ = [
+    "distributed_run",
     "check_group",
     "member_share",
     "check_same_setup",
@@ -37,8 +39,50 @@ __all__ = [
 ]
 
 
+def _dist() -> Any:
+    """``torch.distributed``, imported on first use (``import gradlab`` does not load it)."""
+    import torch.distributed
+
+    return torch.distributed
+
+
+def distributed_run(population: Any, group: Any) -> None:
+    """Evaluate this rank's share of ``population``, exchange (offset, losses), accumulate every member.
+
+    ``population`` is a :class:`gradlab.es.population.Population` whose noise source is a
+    :class:`~gradlab.es.noise.NoiseTable`; afterwards every rank holds the same accumulated
+    sum, so ``population.estimate()`` is the same full estimate on every rank.
+    """
+    me, world = check_group(group)
+    check_same_setup(group, setup_of(population), population.device)
+    first, last = member_share(population.num_samples, me, world)
+    mine = [population.losses(population.draw(start, stop)) for start, stop in population.chunks(first, last)]
+    groups = len(population.signs)
+    mine = (
+        torch.cat(mine, dim=1) if mine
+        else torch.empty((groups, 0), dtype=population.dtype, device=population.device)
+    )
+    offsets, losses = exchange(population.offsets[first:last], mine, population.num_samples, group)
+    for start, stop in population.chunks():
+        population.accumulate(population.draw(start, stop, offsets), losses[:, start:stop])
+
+
+def setup_of(population: Any) -> Dict[str, float]:
+    """The numbers every rank must agree on before the exchange (table, estimator settings)."""
+    table = population.table
+    checksum = table.checksum()
+    return {
+        "noise table size": table.size, "noise table seed": table.seed,
+        "noise table contents": float(checksum[2]), "noise table contents (weighted)": float(checksum[3]),
+        "num_samples": population.num_samples, "sigma": population.sigma,
+        "method": METHODS.index(population.method),
+        "rank": population.rank or 0, "draw size": population.draw_size,
+    }
+
+
 def check_group(group: Any) -> Tuple[int, int]:
     """``(rank, world_size)`` of this process in ``group``, a ``torch.distributed`` process group."""
+    dist = _dist()
     if not dist.is_available() or not dist.is_initialized():
         raise ValueError(
             "group was given but torch.distributed is not initialised: call "
@@ -70,6 +114,7 @@ def check_same_setup(group: Any, settings: Dict[str, float], device: torch.devic
     ``settings`` maps names (``"noise table size"``, ``"num_samples"``…) to numbers;
     one small ``all_gather`` compares them.
     """
+    dist = _dist()
     mine = torch.tensor(list(settings.values()), dtype=torch.float64, device=device)
     world = dist.get_world_size(group)
     everyone = [torch.empty_like(mine) for _ in range(world)]
@@ -99,6 +144,7 @@ def exchange(
     blocks are padded); offsets are exact in float64 (tables hold far fewer than
     $2^{53}$ values).
     """
+    dist = _dist()
     world = dist.get_world_size(group)
     groups, count = losses.shape
     width = -(-num_samples // world)

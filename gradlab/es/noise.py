@@ -21,13 +21,14 @@ into a buffer), and :func:`sample_noise` does both at once.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import math
 
 import torch
 
-from .checks import check_count
+from .. import rng
+from ..checks import check_count, check_float_dtype, check_seed
 
 __all__ = [
     "GaussianNoise",
@@ -39,7 +40,7 @@ __all__ = [
     "sample_noise",
 ]
 
-Device = Union[str, torch.device, None]
+Device = rng.Device
 
 
 class GaussianNoise:
@@ -53,16 +54,12 @@ class GaussianNoise:
         dtype: torch.dtype = torch.float32,
         device: Device = None,
     ) -> torch.Tensor:
-        """Drawn on the generator's device (so a seed gives the same numbers everywhere), then moved."""
-        draw_device = generator.device if generator is not None else device
-        noise = torch.randn(torch.Size(shape), generator=generator, dtype=dtype, device=draw_device)
-        return noise.to(device) if device is not None else noise
+        """Drawn by gradlab's one rule (:mod:`gradlab.rng`): on the generator's device, then moved."""
+        return rng.randn(shape, generator=generator, dtype=dtype, device=device)
 
     def fill_(self, out: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Fill ``out`` in place; the same numbers as :meth:`sample` on ``out``'s device."""
-        if generator is not None and generator.device != out.device:
-            return out.copy_(self.sample(out.shape, generator, dtype=out.dtype, device=out.device))
-        return out.normal_(generator=generator)
+        return rng.normal_(out, generator)
 
     def __repr__(self) -> str:
         return "GaussianNoise()"
@@ -107,10 +104,8 @@ class NoiseTable:
         device: Device = None,
     ) -> None:
         check_count(size, "size")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        check_seed(seed)
+        check_float_dtype(dtype)
         self.size, self.seed = size, seed
         table = torch.randn(size, generator=torch.Generator().manual_seed(seed))
         self.noise = table.to(dtype=dtype, device=device)
@@ -135,14 +130,12 @@ class NoiseTable:
         return self.size - dim + 1
 
     def offsets(
-        self, count: int, dim: int, generator: Optional[torch.Generator] = None
+        self, num_samples: int, dim: int, generator: Optional[torch.Generator] = None
     ) -> torch.Tensor:
-        """``count`` offsets of ``dim``-value slices, uniform on ``0 … size - dim`` (int64, CPU)."""
-        check_count(count, "count")
+        """``num_samples`` offsets of ``dim``-value slices, uniform on ``0 … size - dim`` (int64, CPU)."""
+        check_count(num_samples, "num_samples")
         high = self.num_offsets(dim)
-        device = generator.device if generator is not None else "cpu"
-        drawn = torch.randint(0, high, (count,), generator=generator, device=device)
-        return drawn.cpu()
+        return rng.randint(0, high, (num_samples,), generator=generator, device="cpu")
 
     def rows(
         self, offsets: torch.Tensor, dim: int, out: Optional[torch.Tensor] = None

@@ -1,16 +1,33 @@
-r"""The fast path of :func:`gradlab.es_population.es_grad_model` for ``nn.Sequential`` MLPs.
+r"""The fast path of :func:`gradlab.es.population.es_grad_model` for ``nn.Sequential`` MLPs.
 
 For a Sequential of ``Linear`` layers and elementwise activations, a population
 of perturbed models $\theta + s\sigma\varepsilon_m$ is evaluated layer by layer with
 batched matmuls instead of ``functional_call`` + ``vmap``:
 
 * :func:`fast_plan` decides whether a model qualifies and lists its layers;
+* :func:`plain_forward` evaluates the plan at $\theta$ without hooks: :func:`fast_plan`
+  compares it with ``model(inputs)`` so that a forward hook or pre-hook (on a layer, or
+  registered globally) that changes any value is detected and the generic path is taken;
 * :class:`NoiseLayout` says where each layer's noise (dense, or low-rank factors)
   sits in one flat draw;
 * :func:`fast_losses` computes every member's loss for one chunk of draws, reusing
   the buffers of a :class:`Workspace`;
 * :func:`fast_reduce` adds $\sum_m w_m \varepsilon_m$ of the chunk to the gradient,
   layer by layer, without materialising $\varepsilon$.
+
+**Which layers, and hooks.** A layer qualifies by its type: ``torch.nn.Linear``, the
+elementwise activations of ``torch.nn`` listed below, a leading ``nn.Flatten``, or any
+class that declares what it computes with the class attribute ``gradlab_layer``
+(``"affine"``: $y = xW^\top + b$ from its ``weight`` and ``bias``; ``"elementwise"``),
+which is how :mod:`gradlab.nn`'s layers opt in (this module does not import them).
+Hooks cannot be listed through a public API of torch, so none is read: the fast path
+calls each layer's ``forward`` directly (no hook runs on the population), and before it
+is taken the plan's value at $\theta$ is compared with ``model(inputs)``, which runs
+every hook; any difference (a hook or a pre-hook that changes a value, a layer whose
+``gradlab_layer`` claim is false) sends the call to the generic path, where hooks run for
+every member. A hook that only observes (it changes no value) gives the same numbers
+either way but is called once, not once per member, on the fast path: pass
+``fast=False`` when it must see every member.
 """
 from __future__ import annotations
 
@@ -20,11 +37,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from . import nn as gnn
-from .checks import as_scalar, as_scalar_batch
+from ..checks import as_scalar, as_scalar_batch
 
 __all__ = [
     "fast_plan",
+    "plain_forward",
     "NoiseLayout",
     "Workspace",
     "fast_losses",
@@ -33,20 +50,22 @@ __all__ = [
     "population_cross_entropy",
 ]
 
-_LINEAR = (nn.Linear, gnn.Linear)
-_ELEMENTWISE = (
+LINEAR = (nn.Linear,)
+ELEMENTWISE = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
     nn.Sigmoid, nn.Softplus, nn.Hardtanh, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid,
-    nn.Softsign, nn.Tanhshrink, nn.Identity, gnn.ReLU, gnn.ReQU,
+    nn.Softsign, nn.Tanhshrink, nn.Identity,
 )
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return type(module) in _LINEAR
+def is_linear(module: nn.Module) -> bool:
+    """``torch.nn.Linear`` or a class declaring ``gradlab_layer = "affine"``."""
+    return type(module) in LINEAR or getattr(type(module), "gradlab_layer", None) == "affine"
 
 
-def _is_elementwise(module: nn.Module) -> bool:
-    if type(module) in _ELEMENTWISE:
+def is_elementwise(module: nn.Module) -> bool:
+    """A known elementwise activation, an inactive dropout, or ``gradlab_layer = "elementwise"``."""
+    if type(module) in ELEMENTWISE or getattr(type(module), "gradlab_layer", None) == "elementwise":
         return True
     return type(module) is nn.Dropout and (not module.training or module.p == 0)
 
@@ -63,12 +82,10 @@ def fast_plan(model: nn.Module, inputs: torch.Tensor) -> Optional[List[Tuple[str
     plan: List[Tuple[str, Any]] = []
     expected: List[torch.Tensor] = []
     for index, module in enumerate(model):
-        if module._forward_hooks or module._forward_pre_hooks:
-            return None
-        if _is_linear(module):
+        if is_linear(module):
             plan.append(("linear", module))
             expected += [module.weight] + ([module.bias] if module.bias is not None else [])
-        elif _is_elementwise(module):
+        elif is_elementwise(module):
             plan.append(("act", module))
         elif type(module) is nn.Flatten and index == 0 and module.end_dim == -1:
             plan.append(("flatten", module))
@@ -77,10 +94,24 @@ def fast_plan(model: nn.Module, inputs: torch.Tensor) -> Optional[List[Tuple[str
     params = list(model.parameters())
     if len(params) != len(expected) or any(p is not q for p, q in zip(params, expected)):
         return None
-    first = plan[0][1](inputs) if plan[0][0] == "flatten" else inputs
+    first = plan[0][1].forward(inputs) if plan[0][0] == "flatten" else inputs
     if first.dim() != 2 or not any(kind == "linear" for kind, _ in plan):
         return None
+    with torch.no_grad():
+        hooked, plain = model(inputs), plain_forward(plan, inputs)
+    if not isinstance(hooked, torch.Tensor) or hooked.shape != plain.shape:
+        return None
+    if not torch.allclose(hooked, plain, rtol=1e-5, atol=1e-6):
+        return None  # a hook (or a false gradlab_layer claim) changes the values
     return plan
+
+
+def plain_forward(plan: List[Tuple[str, Any]], inputs: torch.Tensor) -> torch.Tensor:
+    """The plan at the model's own parameters, through each layer's ``forward`` (no hook runs)."""
+    h = inputs
+    for kind, module in plan:
+        h = nn.functional.linear(h, module.weight, module.bias) if kind == "linear" else module.forward(h)
+    return h
 
 
 class NoiseLayout:
@@ -201,7 +232,7 @@ def _activate(module: nn.Module, h: torch.Tensor, in_place: bool) -> torch.Tenso
             return nn.functional.silu(h, inplace=True)
         if kind is nn.LeakyReLU:
             return nn.functional.leaky_relu_(h, module.negative_slope)
-    return module(h)
+    return module.forward(h)  # forward, not __call__: no hook runs on the population
 
 
 def fast_losses(

@@ -1,7 +1,7 @@
 """The lab's ES helpers, in the names of the lab's seed notebook: flat weights, ``ES_grad``, ``ES_step``.
 
 Thin wrappers: the weights as one flat vector (:mod:`gradlab.params`) and the
-population estimator :func:`gradlab.es_population.es_grad_model`.
+population estimator :func:`gradlab.es.population.es_grad_model`.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from .checks import check_positive
-from .es_population import es_grad_model
-from .params import assign_params, flatten_params
+from ..checks import check_positive
+from .population import es_grad_model
+from ..params import assign_params, flatten_params
 
 __all__ = ["get_model_weights", "set_model_weights", "ES_grad", "ES_step"]
 

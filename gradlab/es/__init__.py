@@ -24,27 +24,33 @@ $\mathbb E[z] = 0$; the $-z$ half has the same distribution as the $+z$ half).
 variance and the estimate is divided by $\sigma$ (as in TorchOpt); a seed that
 draws $v = \sigma z$ and divides by $\sigma^2$ computes the same number.
 
-**The family, one concern per module** (all names are re-exported here):
+**The family, one concern per module** (the subpackage; all names are re-exported here):
 
-* :mod:`gradlab.es_point` — :func:`es_grad`, ``f`` a black box of one tensor, with
+* :mod:`gradlab.es.point` — :func:`es_grad`, ``f`` a black box of one tensor, with
   its per-draw weights (:func:`es_weights`) and fitness shaping (:func:`centered_ranks`);
-* :mod:`gradlab.es_population` — :func:`es_grad_model`, the same estimate for all
+* :mod:`gradlab.es.population` — :func:`es_grad_model`, the same estimate for all
   parameters of an ``nn.Module``, fast (the ``nn.Sequential`` fast path is
-  :mod:`gradlab.es_fastpath`);
-* :mod:`gradlab.es_autograd` — :func:`zero_order` and :class:`ZeroOrderModule`,
+  :mod:`gradlab.es.fastpath`);
+* :mod:`gradlab.es.layer` — :func:`zero_order` and :class:`ZeroOrderModule`,
   the estimate inside autograd with TorchOpt's interface;
-* :mod:`gradlab.es_lab` — the lab's helpers ``get_model_weights``,
-  ``set_model_weights``, ``ES_grad``, ``ES_step``;
-* :mod:`gradlab.noise` — where the perturbations come from (noise sources,
-  including the shared :class:`~gradlab.noise.NoiseTable`);
-* :mod:`gradlab.es_distributed` — ``es_grad_model(..., group=)`` across
-  ``torch.distributed`` ranks, exchanging (offset, losses) per member.
+* :mod:`gradlab.es.lab` — the lab's helpers ``get_model_weights``,
+  ``set_model_weights``, ``ES_grad``, ``ES_step`` (the lab's names, kept as documented aliases);
+* :mod:`gradlab.es.noise` — where the perturbations come from (noise sources,
+  including the shared :class:`~gradlab.es.noise.NoiseTable`);
+* :mod:`gradlab.es.distributed` — ``es_grad_model(..., group=)`` across
+  ``torch.distributed`` ranks, exchanging (offset, losses) per member
+  (``torch.distributed`` is imported on first use).
+
+The old flat paths (``gradlab.es_point``, ``gradlab.es_population``, ``gradlab.es_fastpath``,
+``gradlab.es_autograd``, ``gradlab.es_lab``, ``gradlab.es_distributed``, ``gradlab.noise``)
+are aliases of these modules.
 """
 from __future__ import annotations
 
-from .es_autograd import ZeroOrderModule, zero_order
-from .es_lab import ES_grad, ES_step, get_model_weights, set_model_weights
-from .es_point import (
+from . import distributed, fastpath, lab, layer, noise, point, population
+from .layer import ZeroOrderModule, zero_order
+from .lab import ES_grad, ES_step, get_model_weights, set_model_weights
+from .point import (
     FITNESS_SHAPINGS,
     METHODS,
     centered_ranks,
@@ -53,7 +59,7 @@ from .es_point import (
     es_grad,
     es_weights,
 )
-from .es_population import es_grad_model
+from .population import es_grad_model
 from .noise import NoiseTable, sample_noise
 
 __all__ = [

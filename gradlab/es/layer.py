@@ -1,7 +1,7 @@
 r"""ES gradients inside autograd, with TorchOpt's interface: ``zero_order`` and ``ZeroOrderModule``.
 
 :func:`zero_order` decorates a scalar function so that backpropagating through it
-gives the evolution-strategies estimate (:func:`gradlab.es_point.es_grad`) for the
+gives the evolution-strategies estimate (:func:`gradlab.es.point.es_grad`) for the
 selected arguments instead of their exact gradient; :class:`ZeroOrderModule` does
 the same for all parameters of an ``nn.Module``. ``fn`` itself is never
 differentiated, so it may be a black box (NumPy, ``.item()``, a simulator).
@@ -14,9 +14,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .batch import Vectorized, check_vectorized
-from .checks import as_scalar, check_count, check_sigma
-from .es_point import check_fitness_shaping, check_method, es_grad
+from .. import rng
+from ..batch import Vectorized, check_vectorized
+from ..checks import as_scalar, check_count, check_sigma
+from .point import check_fitness_shaping, check_method, es_grad
 from .noise import noise_source
 
 __all__ = ["zero_order", "ZeroOrderModule"]
@@ -118,11 +119,11 @@ def zero_order(
     and ``sigma``. Differences: TorchOpt requires ``distribution``, here it may be
     ``None`` (standard normal drawn from ``generator``); the keyword-only
     ``generator``, ``fitness_shaping`` and ``vectorized`` are gradlab's (see
-    :func:`gradlab.es_point.es_grad`).
+    :func:`gradlab.es.point.es_grad`).
 
     The decorated function returns ``fn(*args)`` as a scalar tensor whose
     ``.backward()`` / ``torch.autograd.grad`` yields ``grad_output`` $\times$
-    :func:`gradlab.es_point.es_grad` of ``fn`` in the selected tensors (all of them
+    :func:`gradlab.es.point.es_grad` of ``fn`` in the selected tensors (all of them
     perturbed jointly, as one flat vector). ``fn`` is never differentiated; the
     population is vmapped where ``fn`` allows it, where TorchOpt loops over samples.
     TorchOpt's ``"forward"`` (up to at least 0.7.3) is biased: it multiplies by
@@ -224,7 +225,7 @@ class ZeroOrderModule(nn.Module):
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
         """Noise of shape ``sample_shape`` (override for another distribution); default N(0, 1)."""
-        return torch.randn(sample_shape, generator=self.generator)
+        return rng.randn(sample_shape, generator=self.generator)
 
 
 def _zero_order_forward(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:

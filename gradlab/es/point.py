@@ -4,7 +4,7 @@ r"""The evolution-strategies point estimator :func:`es_grad` and its parts.
 (the estimators and the scaling convention are in :mod:`gradlab.es`); it is built
 from the per-draw weights :func:`es_weights` (shared with the population
 estimator) and the fitness shaping :func:`centered_ranks`; the noise comes from
-:mod:`gradlab.noise`.
+:mod:`gradlab.es.noise`.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .batch import Vectorized, check_vectorized, evaluate_batch
-from .checks import check_choice, check_count, check_optional_count, check_sigma, check_tensor
+from ..batch import Vectorized, check_vectorized, evaluate_batch
+from ..checks import check_choice, check_count, check_optional_count, check_sigma, check_tensor
 from .noise import choose_source, draw_noise
 
 __all__ = [
@@ -112,7 +112,7 @@ def es_grad(
         num_samples: number $N$ of noise draws $z_n$ (``"antithetic"`` evaluates
             $f$ $2N$ times, ``"forward"`` $N + 1$ times, ``"naive"`` $N$ times).
         method: ``"naive"``, ``"forward"`` or ``"antithetic"`` (see :mod:`gradlab.es`).
-        distribution: noise other than $\mathcal N(0, I)$, see :func:`gradlab.noise.sample_noise`.
+        distribution: noise other than $\mathcal N(0, I)$, see :func:`gradlab.es.noise.sample_noise`.
         generator: ``torch.Generator`` for the default Gaussian noise.
         fitness_shaping: ``None`` or ``"centered_rank"`` (:func:`centered_ranks`
             applied to all function values before they weight the noise).
@@ -123,7 +123,7 @@ def es_grad(
         f_x: $f(x)$ when the caller already knows it; ``"forward"`` then skips
             that evaluation.
         noise: a noise source instead of fresh normals, e.g. a
-            :class:`gradlab.noise.NoiseTable` (each draw one slice of the table at an
+            :class:`gradlab.es.noise.NoiseTable` (each draw one slice of the table at an
             offset drawn from ``generator``). Not with ``distribution``.
 
     Returns:

@@ -1,10 +1,10 @@
 r"""ES for all parameters of a model at once: :func:`es_grad_model`, the population estimator.
 
 The population of perturbed models $\theta + s\sigma\varepsilon_m$ is never a Python
-loop: ``nn.Sequential`` MLPs take the fast path of :mod:`gradlab.es_fastpath`
+loop: ``nn.Sequential`` MLPs take the fast path of :mod:`gradlab.es.fastpath`
 (batched matmuls, layer by layer), any other model the generic path here
 (``torch.func.functional_call`` + ``vmap`` over flat perturbed parameter vectors).
-Noise is drawn chunk by chunk from a noise source (:mod:`gradlab.noise`) into one
+Noise is drawn chunk by chunk from a noise source (:mod:`gradlab.es.noise`) into one
 reused buffer, so memory is bounded whatever ``num_samples`` is.
 """
 from __future__ import annotations
@@ -15,24 +15,25 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 from torch import nn
 
-from .batch import evaluate_batch
-from .checks import (
+from ..batch import evaluate_batch
+from ..checks import (
     as_scalar,
     check_callable,
     check_count,
+    check_has_parameters,
     check_finite,
     check_module,
     check_optional_count,
     check_sigma,
     check_tensor,
 )
-from .es_point import METHODS, check_method, es_weights
-from .es_fastpath import NoiseLayout, Workspace, fast_losses, fast_plan, fast_reduce
-from .es_distributed import check_group, check_same_setup, exchange, member_share
+from .point import METHODS, check_method, es_weights
+from .fastpath import NoiseLayout, Workspace, fast_losses, fast_plan, fast_reduce
+from .distributed import distributed_run
 from .noise import NoiseTable, choose_source, draw_noise
-from .params import flatten_params, unflatten_params
+from ..params import flatten_params, unflatten_params
 
-__all__ = ["es_grad_model", "pick_noise_source", "low_rank_matrix", "generic_noise", "generic_draw_size", "generic_losses"]
+__all__ = ["es_grad_model", "check_arguments", "Population", "pick_noise_source", "low_rank_matrix", "generic_noise", "generic_draw_size", "generic_losses"]
 
 # Elements of noise + perturbed weights + activations per chunk when chunk_size is None
 # (about 32 MB in float32): large enough for efficient batched matmuls, small enough to
@@ -100,13 +101,15 @@ def es_grad_model(
         generator: ``torch.Generator`` for the noise.
         rank: ``None`` (dense Gaussian noise) or the rank $r \geq 1$ of the weight noise.
         distribution: replaces the standard-normal draws (a TorchOpt-style
-            distribution, see :mod:`gradlab.noise`; every draw goes through a noise
+            distribution, see :mod:`gradlab.es.noise`; every draw goes through a noise
             source, one chunk of ``(count, draw size)`` at a time).
         fast: allow the Sequential fast path (with the same noise, i.e. the same
             generator state and ``chunk_size``, it agrees with the generic path up to
-            floating-point rounding).
+            floating-point rounding). It is taken only when the model's value at
+            $\theta$ through the fast path equals ``model(inputs)``, so a hook that changes
+            values sends the call to the generic path (see :mod:`gradlab.es.fastpath`).
         noise: a noise source instead of fresh normals, typically a
-            :class:`gradlab.noise.NoiseTable`: each draw (dense $\varepsilon$, or the
+            :class:`gradlab.es.noise.NoiseTable`: each draw (dense $\varepsilon$, or the
             low-rank factors and bias noise) is then one slice of the table, and the
             offsets of all ``num_samples`` draws are drawn up front from ``generator``,
             so the result no longer depends on ``chunk_size``. Not with ``distribution``.
@@ -115,7 +118,7 @@ def es_grad_model(
             the population, the ranks exchange only (offset, losses) per member, and
             every rank returns the same full estimate, equal up to rounding to the
             single-process one with the same ``generator`` seed (see
-            :mod:`gradlab.es_distributed`). Every rank of the group must call with
+            :mod:`gradlab.es.distributed`). Every rank of the group must call with
             the same arguments.
 
     Fitness shaping is offered by :func:`es_grad` only: ranks need every loss before
@@ -125,6 +128,25 @@ def es_grad_model(
         A 1-D tensor with one entry per parameter scalar, in ``flatten_params`` /
         ``parameters_to_vector`` order.
     """
+    sigma = check_arguments(model, loss_fn, inputs, sigma, num_samples, method, chunk_size, rank)
+    source = pick_noise_source(noise, distribution, group)
+    with torch.no_grad():
+        population = Population(
+            model, loss_fn, inputs, targets, sigma=sigma, num_samples=num_samples, method=method,
+            chunk_size=chunk_size, generator=generator, rank=rank, source=source, fast=fast,
+        )
+        if group is None:
+            population.run_all()
+        else:
+            distributed_run(population, group)
+    return population.estimate()
+
+
+def check_arguments(
+    model: Any, loss_fn: Any, inputs: Any, sigma: Any, num_samples: Any, method: Any,
+    chunk_size: Any, rank: Any,
+) -> float:
+    """The argument checks of :func:`es_grad_model` (through :mod:`gradlab.checks`); returns ``sigma``."""
     check_module(model)
     check_callable(loss_fn, "loss_fn")
     check_tensor(inputs, "inputs")
@@ -133,96 +155,117 @@ def es_grad_model(
     check_method(method)
     check_optional_count(chunk_size, "chunk_size")
     check_optional_count(rank, "rank")
-    source = pick_noise_source(noise, distribution, group)
-    params = list(model.parameters())
-    if not params:
-        raise ValueError("model has no parameters")
-    theta = flatten_params(model)
-    dtype, device = theta.dtype, theta.device
-    signs = (1.0, -1.0) if method == "antithetic" else (1.0,)
-    plan = fast_plan(model, inputs) if fast else None
+    check_has_parameters(model)
+    return sigma
 
-    with torch.no_grad():
-        at_theta = None
-        if method == "forward":
-            at_theta = as_scalar(loss_fn(model(inputs), targets), "loss_fn").to(dtype)
-            check_finite(at_theta, "loss_fn", "evaluations at the model's own parameters")
-        if plan is not None:
-            layout = NoiseLayout(plan, rank)
-            workspace = Workspace(dtype, device)
-            grads = [torch.zeros_like(p) for p in params]
-            x = plan[0][1](inputs) if plan[0][0] == "flatten" else inputs
-            widths = sum(l["out"] for l in layout.layers)
-            largest = max(l["out"] * l["in"] for l in layout.layers)
-            materialised = largest if rank is None else 0
-            per_member = layout.size + len(signs) * (x.shape[0] * widths + materialised)
-            draw_size = layout.size
-        else:
-            per_member = 2 * theta.numel() * len(signs)
-            draw_size = generic_draw_size(model, rank)
-            total = torch.zeros_like(theta)
-        chunk = chunk_size or max(1, min(num_samples, CHUNK_BUDGET // per_member))
-        buffer = torch.empty((chunk, draw_size), dtype=dtype, device=device)
-        table = source if isinstance(source, NoiseTable) else None
-        offsets = table.offsets(num_samples, draw_size, generator) if table is not None else None
 
-        def draw(start: int, stop: int, at: Optional[torch.Tensor] = None) -> torch.Tensor:
-            """Noise of members start … stop - 1 (from the table at offsets ``at``, or fresh)."""
-            if table is not None:
-                at = offsets if at is None else at
-                return table.rows(at[start:stop], draw_size, out=buffer[: stop - start])
-            return draw_noise(
-                source, (stop - start, draw_size), generator=generator, dtype=dtype,
-                device=device, out=buffer[: stop - start],
+class Population:
+    r"""One call of :func:`es_grad_model`: the population $\theta + s\sigma\varepsilon_m$ and its accumulator.
+
+    Chooses the evaluation path (the Sequential fast path of :mod:`gradlab.es.fastpath` or
+    the generic ``functional_call`` + ``vmap`` one), sizes the chunks, owns the noise buffer
+    and the running sum $\sum_m w_m \varepsilon_m$. The driver (:meth:`run_all`, or
+    :func:`gradlab.es.distributed.distributed_run`) calls :meth:`draw`, :meth:`losses` and
+    :meth:`accumulate` chunk by chunk.
+    """
+
+    def __init__(
+        self, model: nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: Any, *,
+        sigma: float, num_samples: int, method: str, chunk_size: Optional[int],
+        generator: Optional[torch.Generator], rank: Optional[int], source: Any, fast: bool,
+    ) -> None:
+        self.model, self.loss_fn, self.inputs, self.targets = model, loss_fn, inputs, targets
+        self.sigma, self.num_samples, self.method, self.rank = sigma, num_samples, method, rank
+        self.generator, self.source = generator, source
+        self.theta = flatten_params(model)
+        self.dtype, self.device = self.theta.dtype, self.theta.device
+        self.signs = (1.0, -1.0) if method == "antithetic" else (1.0,)
+        self.at_theta = self.loss_at_theta() if method == "forward" else None
+        self.plan = fast_plan(model, inputs) if fast else None
+        per_member = self.setup_fast() if self.plan is not None else self.setup_generic()
+        self.chunk = chunk_size or max(1, min(num_samples, CHUNK_BUDGET // per_member))
+        self.buffer = torch.empty((self.chunk, self.draw_size), dtype=self.dtype, device=self.device)
+        self.table = source if isinstance(source, NoiseTable) else None
+        self.offsets = (
+            self.table.offsets(num_samples, self.draw_size, generator) if self.table is not None else None
+        )
+
+    def loss_at_theta(self) -> torch.Tensor:
+        r"""$\ell(\theta)$, the baseline of ``"forward"``."""
+        value = as_scalar(self.loss_fn(self.model(self.inputs), self.targets), "loss_fn").to(self.dtype)
+        return check_finite(value, "loss_fn", "evaluations at the model's own parameters")
+
+    def setup_fast(self) -> int:
+        """Noise layout and buffers of the fast path; returns the work memory per member."""
+        plan = self.plan
+        self.layout = NoiseLayout(plan, self.rank)
+        self.workspace = Workspace(self.dtype, self.device)
+        self.grads = [torch.zeros_like(p) for p in self.model.parameters()]
+        self.x = plan[0][1].forward(self.inputs) if plan[0][0] == "flatten" else self.inputs
+        widths = sum(layer["out"] for layer in self.layout.layers)
+        largest = max(layer["out"] * layer["in"] for layer in self.layout.layers)
+        materialised = largest if self.rank is None else 0
+        self.draw_size = self.layout.size
+        return self.layout.size + len(self.signs) * (self.x.shape[0] * widths + materialised)
+
+    def setup_generic(self) -> int:
+        """Accumulator of the generic path; returns the work memory per member."""
+        self.total = torch.zeros_like(self.theta)
+        self.draw_size = generic_draw_size(self.model, self.rank)
+        return 2 * self.theta.numel() * len(self.signs)
+
+    def draw(self, start: int, stop: int, offsets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Noise of members ``start … stop - 1``: table rows at ``offsets`` (default: this call's), or fresh."""
+        out = self.buffer[: stop - start]
+        if self.table is not None:
+            at = self.offsets if offsets is None else offsets
+            return self.table.rows(at[start:stop], self.draw_size, out=out)
+        return draw_noise(
+            self.source, (stop - start, self.draw_size), generator=self.generator, dtype=self.dtype,
+            device=self.device, out=out,
+        )
+
+    def losses(self, noise_draw: torch.Tensor) -> torch.Tensor:
+        """Losses of the members of one draw, shape ``(len(signs), chunk)``."""
+        if self.plan is not None:
+            values = fast_losses(
+                self.plan, self.layout, noise_draw, self.x, self.loss_fn, self.targets, self.sigma,
+                self.signs, self.workspace,
             )
-
-        def losses_of(noise_draw: torch.Tensor) -> torch.Tensor:
-            if plan is not None:
-                values = fast_losses(plan, layout, noise_draw, x, loss_fn, targets, sigma, signs, workspace)
-            else:
-                values = generic_losses(
-                    model, loss_fn, inputs, targets, theta, generic_noise(model, noise_draw, rank),
-                    sigma, signs,
-                )
-            return check_finite(values, "loss_fn", "perturbed models").to(dtype)
-
-        def accumulate(noise_draw: torch.Tensor, losses: torch.Tensor) -> None:
-            minus = losses[1] if method == "antithetic" else None
-            weights = es_weights(method, sigma, losses[0], minus, at_theta, None)
-            if plan is not None:
-                fast_reduce(layout, noise_draw, weights, grads)
-            else:
-                total.add_(weights @ generic_noise(model, noise_draw, rank))
-
-        if group is None:
-            for start in range(0, num_samples, chunk):
-                stop = min(start + chunk, num_samples)
-                noise_draw = draw(start, stop)
-                accumulate(noise_draw, losses_of(noise_draw))
         else:
-            me, world = check_group(group)
-            settings = {
-                "noise table size": table.size, "noise table seed": table.seed,
-                "noise table contents": float(table.checksum()[2]),
-                "noise table contents (weighted)": float(table.checksum()[3]),
-                "num_samples": num_samples, "sigma": sigma, "method": METHODS.index(method),
-                "rank": rank or 0, "draw size": draw_size,
-            }
-            check_same_setup(group, settings, device)
-            first, last = member_share(num_samples, me, world)
-            mine = [
-                losses_of(draw(start, min(start + chunk, last)))
-                for start in range(first, last, chunk)
-            ]
-            mine = torch.cat(mine, dim=1) if mine else torch.empty((len(signs), 0), dtype=dtype, device=device)
-            everyone_offsets, everyone_losses = exchange(offsets[first:last], mine, num_samples, group)
-            for start in range(0, num_samples, chunk):
-                stop = min(start + chunk, num_samples)
-                accumulate(draw(start, stop, everyone_offsets), everyone_losses[:, start:stop])
+            perturbation = generic_noise(self.model, noise_draw, self.rank)
+            values = generic_losses(
+                self.model, self.loss_fn, self.inputs, self.targets, self.theta, perturbation,
+                self.sigma, self.signs,
+            )
+        return check_finite(values, "loss_fn", "perturbed models").to(self.dtype)
 
-    if plan is not None:
-        total = torch.cat([g.reshape(-1) for g in grads])
-    return total / num_samples
+    def accumulate(self, noise_draw: torch.Tensor, losses: torch.Tensor) -> None:
+        r"""Add $\sum_m w_m\varepsilon_m$ of one draw (:func:`gradlab.es.point.es_weights`)."""
+        minus = losses[1] if self.method == "antithetic" else None
+        weights = es_weights(self.method, self.sigma, losses[0], minus, self.at_theta, None)
+        if self.plan is not None:
+            fast_reduce(self.layout, noise_draw, weights, self.grads)
+        else:
+            self.total.add_(weights @ generic_noise(self.model, noise_draw, self.rank))
+
+    def chunks(self, first: int = 0, last: Optional[int] = None):
+        """``(start, stop)`` of every chunk of members ``first … last - 1``."""
+        last = self.num_samples if last is None else last
+        for start in range(first, last, self.chunk):
+            yield start, min(start + self.chunk, last)
+
+    def run_all(self) -> None:
+        """Evaluate and accumulate every member in this process."""
+        for start, stop in self.chunks():
+            noise_draw = self.draw(start, stop)
+            self.accumulate(noise_draw, self.losses(noise_draw))
+
+    def estimate(self) -> torch.Tensor:
+        r"""$\frac1N\sum_m w_m\varepsilon_m$ as one flat vector."""
+        if self.plan is not None:
+            self.total = torch.cat([g.reshape(-1) for g in self.grads])
+        return self.total / self.num_samples
 
 
 def pick_noise_source(noise: Any, distribution: Any, group: Any) -> Any:

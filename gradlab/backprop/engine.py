@@ -1,4 +1,6 @@
-r"""A tiny reverse-mode automatic differentiation engine on plain torch tensors.
+r"""The engine of :mod:`gradlab.backprop`: :class:`Node`, the elementary operations, the backward pass.
+
+A tiny reverse-mode automatic differentiation engine on plain torch tensors.
 
 In the spirit of micrograd, but every value is a tensor and no ``torch.autograd``
 is used: values are stored detached and every computation runs under
@@ -24,12 +26,18 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 import torch
 
+from ..broadcast import unbroadcast
+
 __all__ = [
     "Node",
+    "NodeLike",
+    "as_node",
+    "as_nodes",
+    "accumulate",
     "matmul",
     "transpose",
     "add",
@@ -37,16 +45,10 @@ __all__ = [
     "relu",
     "requ",
     "sigmoid",
-    "log_softmax",
-    "cross_entropy",
-    "mse",
     "sum",
     "mean",
-    "unbroadcast",
     "topological_order",
     "backward",
-    "mlp_forward",
-    "mlp_layers",
 ]
 
 NodeLike = Union["Node", torch.Tensor, float]
@@ -121,7 +123,7 @@ class Node:
         return mean(self)
 
 
-def _as_node(x: NodeLike, name: str) -> Node:
+def as_node(x: NodeLike, name: str) -> Node:
     """Wrap a tensor as a constant leaf node; pass nodes through."""
     if isinstance(x, Node):
         return x
@@ -130,33 +132,18 @@ def _as_node(x: NodeLike, name: str) -> Node:
     raise TypeError(f"{name} must be a Node, a torch.Tensor or a number, got {type(x).__name__}")
 
 
-def _as_nodes(a: NodeLike, b: NodeLike) -> Tuple[Node, Node]:
+def as_nodes(a: NodeLike, b: NodeLike) -> Tuple[Node, Node]:
     """Two operands as nodes; a Python number becomes a constant with the other's dtype and device."""
     if isinstance(a, (int, float)) and not isinstance(a, bool) and isinstance(b, Node):
         a = torch.tensor(float(a), dtype=b.value.dtype, device=b.value.device)
     if isinstance(b, (int, float)) and not isinstance(b, bool) and isinstance(a, Node):
         b = torch.tensor(float(b), dtype=a.value.dtype, device=a.value.device)
-    return _as_node(a, "a"), _as_node(b, "b")
+    return as_node(a, "a"), as_node(b, "b")
 
 
-def _accumulate(node: Node, grad: torch.Tensor) -> None:
+def accumulate(node: Node, grad: torch.Tensor) -> None:
     """``node.grad += grad`` (creating it on first use)."""
     node.grad = grad.clone() if node.grad is None else node.grad + grad
-
-
-def unbroadcast(grad: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Sum ``grad`` back to ``shape``, undoing broadcasting.
-
-    Broadcasting copies an operand along new leading dimensions and along
-    dimensions of size 1; the gradient of a copy is the sum over the copies.
-    """
-    shape = tuple(shape)
-    while grad.dim() > len(shape):
-        grad = grad.sum(dim=0)
-    for dim, size in enumerate(shape):
-        if size == 1 and grad.shape[dim] != 1:
-            grad = grad.sum(dim=dim, keepdim=True)
-    return grad
 
 
 # ---------------------------------------------------------------- operations
@@ -167,7 +154,7 @@ def matmul(a: NodeLike, b: NodeLike) -> Node:
 
     VJP: $\bar A = \bar C B^\top$, $\bar B = A^\top \bar C$ (summed over broadcast batch dims).
     """
-    a, b = _as_node(a, "a"), _as_node(b, "b")
+    a, b = as_node(a, "a"), as_node(b, "b")
     if a.value.dim() < 2 or b.value.dim() < 2 or a.shape[-1] != b.shape[-2]:
         raise ValueError(
             f"matmul needs a of shape (..., n, k) and b of shape (..., k, m), "
@@ -178,8 +165,8 @@ def matmul(a: NodeLike, b: NodeLike) -> Node:
 
     def _backward() -> None:
         with torch.no_grad():
-            _accumulate(a, unbroadcast(out.grad @ b.value.transpose(-1, -2), a.shape))
-            _accumulate(b, unbroadcast(a.value.transpose(-1, -2) @ out.grad, b.shape))
+            accumulate(a, unbroadcast(out.grad @ b.value.transpose(-1, -2), a.shape))
+            accumulate(b, unbroadcast(a.value.transpose(-1, -2) @ out.grad, b.shape))
 
     out._backward = _backward
     return out
@@ -187,13 +174,13 @@ def matmul(a: NodeLike, b: NodeLike) -> Node:
 
 def transpose(a: NodeLike) -> Node:
     """Swap the last two dimensions. VJP: transpose the gradient back."""
-    a = _as_node(a, "a")
+    a = as_node(a, "a")
     if a.value.dim() < 2:
         raise ValueError(f"transpose needs a tensor with >= 2 dims, got shape {tuple(a.shape)}")
     out = Node(a.value.transpose(-1, -2), (a,), "transpose")
 
     def _backward() -> None:
-        _accumulate(a, out.grad.transpose(-1, -2))
+        accumulate(a, out.grad.transpose(-1, -2))
 
     out._backward = _backward
     return out
@@ -201,7 +188,7 @@ def transpose(a: NodeLike) -> Node:
 
 def add(a: NodeLike, b: NodeLike) -> Node:
     r"""$c = a + b$ with broadcasting. VJP: $\bar a = \mathrm{unbroadcast}(\bar c)$, same for $b$."""
-    a, b = _as_nodes(a, b)
+    a, b = as_nodes(a, b)
     try:
         torch.broadcast_shapes(a.shape, b.shape)
     except RuntimeError:
@@ -213,8 +200,8 @@ def add(a: NodeLike, b: NodeLike) -> Node:
 
     def _backward() -> None:
         with torch.no_grad():
-            _accumulate(a, unbroadcast(out.grad, a.shape))
-            _accumulate(b, unbroadcast(out.grad, b.shape))
+            accumulate(a, unbroadcast(out.grad, a.shape))
+            accumulate(b, unbroadcast(out.grad, b.shape))
 
     out._backward = _backward
     return out
@@ -225,7 +212,7 @@ def mul(a: NodeLike, b: NodeLike) -> Node:
 
     VJP: $\bar a = \mathrm{unbroadcast}(\bar c \odot b)$, $\bar b = \mathrm{unbroadcast}(\bar c \odot a)$.
     """
-    a, b = _as_nodes(a, b)
+    a, b = as_nodes(a, b)
     try:
         torch.broadcast_shapes(a.shape, b.shape)
     except RuntimeError:
@@ -237,8 +224,8 @@ def mul(a: NodeLike, b: NodeLike) -> Node:
 
     def _backward() -> None:
         with torch.no_grad():
-            _accumulate(a, unbroadcast(out.grad * b.value, a.shape))
-            _accumulate(b, unbroadcast(out.grad * a.value, b.shape))
+            accumulate(a, unbroadcast(out.grad * b.value, a.shape))
+            accumulate(b, unbroadcast(out.grad * a.value, b.shape))
 
     out._backward = _backward
     return out
@@ -246,14 +233,14 @@ def mul(a: NodeLike, b: NodeLike) -> Node:
 
 def relu(a: NodeLike) -> Node:
     r"""$\max(a, 0)$. VJP: $\bar a = \bar c \cdot 1[a > 0]$ (0 at the kink)."""
-    a = _as_node(a, "a")
+    a = as_node(a, "a")
     with torch.no_grad():
         mask = (a.value > 0).to(a.value.dtype)
         out = Node(a.value * mask, (a,), "relu")
 
     def _backward() -> None:
         with torch.no_grad():
-            _accumulate(a, out.grad * mask)
+            accumulate(a, out.grad * mask)
 
     out._backward = _backward
     return out
@@ -261,14 +248,14 @@ def relu(a: NodeLike) -> Node:
 
 def requ(a: NodeLike) -> Node:
     r"""$1[a > 0]\, a^2$. VJP: $\bar a = \bar c \cdot 2a\,1[a > 0]$."""
-    a = _as_node(a, "a")
+    a = as_node(a, "a")
     with torch.no_grad():
         positive = a.value.clamp(min=0)
         out = Node(positive * positive, (a,), "requ")
 
     def _backward() -> None:
         with torch.no_grad():
-            _accumulate(a, out.grad * 2 * positive)
+            accumulate(a, out.grad * 2 * positive)
 
     out._backward = _backward
     return out
@@ -276,98 +263,14 @@ def requ(a: NodeLike) -> Node:
 
 def sigmoid(a: NodeLike) -> Node:
     r"""$s = 1/(1 + e^{-a})$. VJP: $\bar a = \bar s \cdot s(1 - s)$."""
-    a = _as_node(a, "a")
+    a = as_node(a, "a")
     with torch.no_grad():
         s = torch.sigmoid(a.value)
         out = Node(s, (a,), "sigmoid")
 
     def _backward() -> None:
         with torch.no_grad():
-            _accumulate(a, out.grad * s * (1 - s))
-
-    out._backward = _backward
-    return out
-
-
-def log_softmax(a: NodeLike, dim: int = -1) -> Node:
-    r"""$\ell_i = a_i - \log\sum_j e^{a_j}$ along ``dim``.
-
-    VJP: $\bar a = \bar\ell - \mathrm{softmax}(a) \sum_j \bar\ell_j$.
-    """
-    a = _as_node(a, "a")
-    if a.value.dim() == 0:
-        raise ValueError("log_softmax needs a tensor with at least 1 dim, got a scalar")
-    with torch.no_grad():
-        logp = a.value - torch.logsumexp(a.value, dim=dim, keepdim=True)
-        out = Node(logp, (a,), "log_softmax")
-
-    def _backward() -> None:
-        with torch.no_grad():
-            g = out.grad
-            _accumulate(a, g - logp.exp() * g.sum(dim=dim, keepdim=True))
-
-    out._backward = _backward
-    return out
-
-
-def cross_entropy(logits: NodeLike, targets: torch.Tensor) -> Node:
-    r"""Mean cross-entropy $-\frac1B\sum_n \log \mathrm{softmax}(z_n)_{y_n}$.
-
-    ``logits`` has shape ``(B, C)``, ``targets`` holds class indices of shape ``(B,)``.
-    VJP (fused, numerically stable): $\bar z = \bar L\,(\mathrm{softmax}(z) - \mathrm{onehot}(y)) / B$.
-    """
-    logits = _as_node(logits, "logits")
-    if logits.value.dim() != 2:
-        raise ValueError(f"logits must have shape (B, C), got {tuple(logits.shape)}")
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a torch.Tensor, got {type(targets).__name__}")
-    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
-    batch, num_classes = logits.shape
-    if targets.shape != (batch,):
-        raise ValueError(
-            f"targets must have shape (B,) = ({batch},) to match logits {tuple(logits.shape)}, "
-            f"got {tuple(targets.shape)}"
-        )
-    if batch > 0 and (targets.min() < 0 or targets.max() >= num_classes):
-        raise ValueError(f"targets must lie in [0, {num_classes}), got values outside")
-    with torch.no_grad():
-        logp = logits.value - torch.logsumexp(logits.value, dim=1, keepdim=True)
-        rows = torch.arange(batch, device=logp.device)
-        targets = targets.to(device=logp.device, dtype=torch.long)
-        out = Node(-logp[rows, targets].mean(), (logits,), "cross_entropy")
-
-    def _backward() -> None:
-        with torch.no_grad():
-            grad = logp.exp()
-            grad[rows, targets] -= 1
-            _accumulate(logits, out.grad * grad / batch)
-
-    out._backward = _backward
-    return out
-
-
-def mse(pred: NodeLike, target: NodeLike) -> Node:
-    r"""Mean squared error $\frac1N\sum_i (p_i - t_i)^2$; shapes must match exactly.
-
-    VJP: $\bar p = \bar L \cdot 2(p - t)/N$, $\bar t = -\bar p$.
-    (No broadcasting on purpose: ``(B, 1)`` against ``(B,)`` is a classic silent bug.)
-    """
-    pred, target = _as_node(pred, "pred"), _as_node(target, "target")
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"mse: pred and target must have the same shape, got pred {tuple(pred.shape)} "
-            f"and target {tuple(target.shape)}"
-        )
-    with torch.no_grad():
-        diff = pred.value - target.value
-        out = Node((diff * diff).mean(), (pred, target), "mse")
-
-    def _backward() -> None:
-        with torch.no_grad():
-            grad = out.grad * 2 * diff / diff.numel()
-            _accumulate(pred, grad)
-            _accumulate(target, -grad)
+            accumulate(a, out.grad * s * (1 - s))
 
     out._backward = _backward
     return out
@@ -375,13 +278,13 @@ def mse(pred: NodeLike, target: NodeLike) -> Node:
 
 def sum(a: NodeLike) -> Node:  # noqa: A001 - the name of the math
     r"""$s = \sum_i a_i$ (a scalar). VJP: $\bar a = \bar s \cdot \mathbf 1$."""
-    a = _as_node(a, "a")
+    a = as_node(a, "a")
     with torch.no_grad():
         out = Node(a.value.sum(), (a,), "sum")
 
     def _backward() -> None:
         with torch.no_grad():
-            _accumulate(a, out.grad.expand(a.shape))
+            accumulate(a, out.grad.expand(a.shape))
 
     out._backward = _backward
     return out
@@ -389,13 +292,13 @@ def sum(a: NodeLike) -> Node:  # noqa: A001 - the name of the math
 
 def mean(a: NodeLike) -> Node:
     r"""$m = \frac1N \sum_i a_i$. VJP: $\bar a = \bar m \cdot \mathbf 1 / N$."""
-    a = _as_node(a, "a")
+    a = as_node(a, "a")
     with torch.no_grad():
         out = Node(a.value.mean(), (a,), "mean")
 
     def _backward() -> None:
         with torch.no_grad():
-            _accumulate(a, out.grad.expand(a.shape) / a.value.numel())
+            accumulate(a, out.grad.expand(a.shape) / a.value.numel())
 
     out._backward = _backward
     return out
@@ -458,53 +361,3 @@ def backward(root: Node, grad: Optional[torch.Tensor] = None) -> None:
             node.grad = torch.zeros_like(node.value)
 
 
-# ------------------------------------------------------------------- helpers
-
-_ACTIVATIONS = {"relu": relu, "requ": requ, "sigmoid": sigmoid}
-
-
-def mlp_forward(
-    x: NodeLike,
-    layers: Sequence[Tuple[Node, Optional[Node]]],
-    activation: str = "relu",
-) -> Node:
-    r"""Forward pass of an MLP in the engine: $h_{k+1} = \sigma(h_k W_k^\top + b_k)$.
-
-    ``layers`` is a list of ``(W, b)`` nodes in ``torch.nn.Linear`` layout
-    (``W`` of shape ``(out, in)``, ``b`` of shape ``(out,)`` or ``None``).
-    ``activation`` (``"relu"``, ``"requ"`` or ``"sigmoid"``) is applied between
-    layers, not after the last one, so the output is the logits.
-    """
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-    if len(layers) == 0:
-        raise ValueError("layers must contain at least one (W, b) pair")
-    h = _as_node(x, "x")
-    for index, (W, b) in enumerate(layers):
-        h = h @ _as_node(W, f"layers[{index}][0]").T
-        if b is not None:
-            h = h + _as_node(b, f"layers[{index}][1]")
-        if index < len(layers) - 1:
-            h = _ACTIVATIONS[activation](h)
-    return h
-
-
-def mlp_layers(model: torch.nn.Module) -> List[Tuple[Node, Optional[Node]]]:
-    """Copy the weights of every Linear-like layer of ``model`` (in order) into leaf nodes.
-
-    A layer is Linear-like when it has a 2-D ``weight`` parameter and a ``bias``
-    attribute (``torch.nn.Linear`` and ``gradlab.nn.Linear`` both are).
-    """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = []
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.dim() == 2 and hasattr(module, "bias"):
-            bias = module.bias
-            W = Node(weight.detach().clone())
-            b = None if bias is None else Node(bias.detach().clone())
-            layers.append((W, b))
-    if not layers:
-        raise ValueError("model has no Linear-like layer (2-D weight and a bias attribute)")
-    return layers
