@@ -169,6 +169,12 @@ _CONTROL_VARIATES = [
 from . import arm, discrete, relax
 from .arm import ARM, DisARM
 from .relax import REBAR, RELAX, GumbelSoftmaxEstimator, StraightThroughEstimator
+
+# Deprecated aliases the labs and older pages use: the estimators under the samplers' module,
+# the base class under the plumbing's (set here, so neither lower module imports an upper one).
+for _name in getattr(discrete, "_ESTIMATORS_IN_RELAX", ()):
+    setattr(discrete, _name, getattr(relax, _name))
+distributions.Estimator = Estimator
 from .discrete import (
     gumbel_max,
     gumbel_sinkhorn,

@@ -13,7 +13,8 @@ r"""Discrete random variables: sampling them and getting gradients through them.
 
 This module holds the samplers only. The estimators built on them (Gumbel-softmax,
 straight-through, REBAR, RELAX) live in :mod:`gradlab.relax`, which imports this module;
-``gradlab.discrete.REBAR`` etc. still resolve (looked up lazily, so there is no import cycle).
+``gradlab.discrete.REBAR`` etc. still resolve: deprecated aliases set by ``gradlab/__init__.py`` once both
+modules are loaded (this module imports no estimator).
 """
 from __future__ import annotations
 
@@ -312,11 +313,3 @@ def gumbel_sinkhorn(
 
 _ESTIMATORS_IN_RELAX = ("REBAR", "RELAX", "GumbelSoftmaxEstimator", "StraightThroughEstimator")
 
-
-def __getattr__(name: str):
-    # The estimators live above the samplers (gradlab.relax imports this module): resolved on use.
-    if name in _ESTIMATORS_IN_RELAX:
-        from . import relax
-
-        return getattr(relax, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

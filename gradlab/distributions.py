@@ -261,12 +261,3 @@ def per_sample(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Ten
 
     return batched
 
-
-def __getattr__(name: str):
-    # ``gradlab.distributions.Estimator``: the protocol's base class moved to gradlab.estimator
-    # (kept here as a deprecated alias, looked up lazily: estimator.py imports this module).
-    if name == "Estimator":
-        from .estimator import Estimator
-
-        return Estimator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -369,7 +369,7 @@ def test_registered_names_and_the_exact_enumeration_agree():
 
 def test_samplers_do_not_import_the_estimators_and_any_import_order_works():
     """discrete.py (samplers) sits below relax.py (estimators): no module-level import of relax, and
-    gradlab.discrete.REBAR still resolves (lazily). Importing the samplers first gives the full registry."""
+    gradlab.discrete.REBAR still resolves (a deprecated alias set by gradlab/__init__). Importing the samplers first gives the full registry."""
     import ast
     import subprocess
     import sys

@@ -114,21 +114,10 @@ def test_no_module_is_over_the_line_budget():
     assert not long, f"modules over {MAX_LINES} lines (split them by concern): {long}"
 
 
-# discrete.py <-> relax.py (issue 15) is broken on the branch that owns those modules (`protocol`);
-# until that merge it is the one cycle tolerated here, and the xfail below records it.
-KNOWN_CYCLE = {"gradlab.discrete", "gradlab.relax"}
-
-
 def test_the_import_graph_has_no_cycle():
     edges = graph()
     cycles = sorted(name for name in edges if name in reachable(name, edges))
-    assert not set(cycles) - KNOWN_CYCLE, f"modules on an import cycle: {cycles}"
-
-
-@pytest.mark.xfail(reason="discrete <-> relax: broken by the estimator-protocol branch", strict=False)
-def test_discrete_and_relax_are_not_a_cycle():
-    edges = graph()
-    assert not [name for name in KNOWN_CYCLE if name in reachable(name, edges)]
+    assert not cycles, f"modules on an import cycle: {cycles}"
 
 
 def test_the_cycle_check_can_fail():
@@ -180,7 +169,7 @@ def test_one_estimator_registry_is_called_estimators():
                       [t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
                        if isinstance(t, ast.Name)]
                       for node in ast.parse(path.read_text()).body)]
-    assert holders == ["gradlab.expectation"], f"modules defining a registry named ESTIMATORS: {holders}"
+    assert holders == ["gradlab.estimator"], f"modules defining a registry named ESTIMATORS: {holders}"
 
 
 def test_import_gradlab_loads_no_widgets_plotting_or_distributed_code():
