@@ -174,11 +174,16 @@ def InfoNCE(Z: Tensor, net: Callable[[Tensor], Tensor], x_dim: int) -> Tensor:
     return dv_bounds.infonce(joint_scores(net, x, y).T)
 
 
-def gaussian_log_ratio(x: Tensor, y: Tensor, rho: float) -> Tensor:
+def gaussian_log_ratio(x: Tensor, y: Tensor, rho: float, paired: bool = False) -> Tensor:
     r"""``S[i, j]`` $= \log\frac{p(x_i, y_j)}{p(x_i)p(y_j)}$ for standard Gaussians with $\operatorname{corr}(X_k, Y_k) = \rho$.
 
-    The optimal critic of DV, InfoNCE and $I_\alpha$, summed over the independent coordinate pairs.
+    The optimal critic of DV, InfoNCE and $I_\alpha$, summed over the independent coordinate pairs (the
+    last dimension). ``paired=True``: only the values at the paired rows, $f(x_i, y_i)$, for any leading shape.
     """
     r2 = rho * rho
-    quad = r2 * (x**2).sum(1)[:, None] - 2 * rho * (x @ y.T) + r2 * (y**2).sum(1)[None, :]
-    return -0.5 * x.shape[1] * math.log1p(-r2) - quad / (2 * (1 - r2))
+    const = -0.5 * x.shape[-1] * math.log1p(-r2)
+    if paired:
+        quad = (r2 * x**2 - 2 * rho * x * y + r2 * y**2).sum(-1)
+    else:
+        quad = r2 * (x**2).sum(1)[:, None] - 2 * rho * (x @ y.T) + r2 * (y**2).sum(1)[None, :]
+    return const - quad / (2 * (1 - r2))

@@ -583,3 +583,14 @@ def test_exports():
     assert gradlab.correlated_gaussians is correlated_gaussians
     from gradlab.dv_plots import plot_net_2 as plots_version
     assert plot_net_2 is plots_version
+
+
+def test_gaussian_log_ratio_paired_is_the_diagonal():
+    _, [(x, y)] = gaussian_batches(1, 6, 3, 0.9, 12)
+    rho = CorrelatedGaussianSampler(3, mi=0.9).rho
+    assert torch.allclose(gaussian_log_ratio(x, y, rho, paired=True), gaussian_log_ratio(x, y, rho).diagonal(), atol=1e-12)
+    # the log ratio of the bivariate normal density, written out for one pair
+    xi, yi = x[0, 0].item(), y[0, 0].item()
+    log_joint = -math.log(2 * math.pi) - 0.5 * math.log(1 - rho**2) - (xi**2 - 2 * rho * xi * yi + yi**2) / (2 * (1 - rho**2))
+    log_marg = -math.log(2 * math.pi) - (xi**2 + yi**2) / 2
+    assert gaussian_log_ratio(x[:1, :1], y[:1, :1], rho).item() == pytest.approx(log_joint - log_marg, abs=1e-12)
