@@ -5,7 +5,8 @@ Full size: 4,000 steps per level and hidden layers of 256 units, as in the paper
 level, 64 units. Writes benchmarks/results/reproduce_poole.json: per bound the per-step estimates (each on a
 fresh batch before the step) and, per level, the mean and standard deviation over the second half of the level.
 The per-step estimates and their moving average (span 200) are stored every ``steps_per_level // 100`` steps.
-Usage: python benchmarks/reproduce_poole.py [--quick] [--threads 1]
+Usage: python benchmarks/reproduce_poole.py [--quick] [--steps-per-level 4000] [--hidden 256] [--threads 1]
+(a run with other sizes is stored with its sizes and labelled "custom").
 """
 from __future__ import annotations
 
@@ -72,9 +73,10 @@ def run(steps_per_level: int, hidden: int, device: str = "cpu") -> Dict[str, Dic
 
 
 if __name__ == "__main__":
-    args = common.parse(__doc__)
-    steps, hidden = (60, 64) if args.quick else (4000, 256)
+    args = common.parse(__doc__, extra=[("--steps-per-level", int, 4000), ("--hidden", int, 256)])
+    steps, hidden = (60, 64) if args.quick else (args.steps_per_level, args.hidden)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results = run(steps, hidden, device)
-    common.save("poole", {"setup": {"levels": LEVELS, "steps_per_level": steps, "hidden": hidden, "batch": 64,
+    size = "full" if (steps, hidden) == (4000, 256) else "custom"
+    common.save("poole", {"size": size, "setup": {"levels": LEVELS, "steps_per_level": steps, "hidden": hidden, "batch": 64,
                                     "lr": 5e-4, "embedding": 32}, "published": PUBLISHED, "results": results}, args)
