@@ -35,6 +35,8 @@ notebooks: setup
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
+reproduce: setup ; for s in mohamed grathwohl poole belghazi; do $(PY) benchmarks/reproduce_$$s.py || exit 1; done
+
 ## Remove build outputs only: student work, grades and the gradebook are never deleted.
 clean:
 	rm -rf _build .grading

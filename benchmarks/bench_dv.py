@@ -10,13 +10,18 @@ with the seed). After every epoch it records the estimate on the training data (
 Reported per bound: time and epochs until the estimate is first within 0.05 nats of the truth,
 the final error (mean over seeds = bias, standard deviation over seeds), and the held-out error.
 
-Usage: ``python benchmarks/bench_dv.py [--quick] [--threads 1] [--seeds 5] [--out benchmarks/results]``.
+Also measured (``--scores``): the cost of one training step of InfoNCE on a K x K score matrix in d = 20, from
+a joint critic (the network on all K^2 concatenated pairs) against a separable critic g(x)^T h(y) of the same
+width (2K passes and a matrix product), as a ratio within one run.
+
+Usage: ``python benchmarks/bench_dv.py [--scores] [--quick] [--threads 1] [--seeds 5] [--out benchmarks/results]``.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import datetime
+import os
 import platform
 import statistics
 import sys
@@ -55,6 +60,32 @@ def run(bound: str, seed: int, iters: int, epochs: int) -> dict:
     return {"bound": bound, "seed": seed, "truth": mi, "estimate": estimate, "error": estimate - mi,
             "held_out_error": held_out - mi, "epochs_to_tol": reached[0] if reached else None,
             "seconds_to_tol": reached[1] if reached else None, "seconds_total": total, "epochs": epochs}
+
+
+def score_cost(sizes=(32, 64, 128, 256), reps: int = 5) -> list:
+    """Median seconds of forward + backward of InfoNCE from a joint and from a separable critic, per K."""
+    from gradlab.dv import CorrelatedGaussianSampler, SeparableCritic, infonce, joint_scores, split_pairs
+
+    def mlp(inputs, outputs, seed):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(inputs, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, outputs))
+
+    joint, separable = mlp(40, 1, 0), SeparableCritic(mlp(20, 32, 1), mlp(20, 32, 2), x_dim=20)
+    rows = []
+    for K in sizes:
+        x, y = split_pairs(CorrelatedGaussianSampler(20, mi=4.0)(K, torch.Generator().manual_seed(K)), 20)
+        times = {}
+        for name, scores in (("joint", lambda: joint_scores(joint, x, y)), ("separable", lambda: separable.scores(x, y))):
+            samples = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                infonce(scores()).backward()
+                samples.append(time.perf_counter() - start)
+            times[name] = statistics.median(samples)
+        rows.append({"K": K, **times, "ratio": times["joint"] / times["separable"]})
+        print(f"K={K}: joint {1e3 * times['joint']:.2f} ms, separable {1e3 * times['separable']:.2f} ms, "
+              f"ratio {rows[-1]['ratio']:.1f}", flush=True)
+    return rows
 
 
 def fmt(values, spec=".3f"):
@@ -109,7 +140,19 @@ def main() -> None:
     parser.add_argument("--bounds", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--note", default="", help="a sentence about the machine, copied into the report")
+    parser.add_argument("--scores", action="store_true", help="only the joint vs separable score-matrix cost")
     args = parser.parse_args()
+    if args.scores:
+        torch.set_num_threads(args.threads)
+        rows = score_cost()
+        lines = ["# Score-matrix cost: joint vs separable critic (InfoNCE step, d = 20, hidden 64)", "",
+                 f"{os.cpu_count()} CPU cores, no GPU; medians of 5 steps. {args.note}".strip(), "",
+                 "| K | joint ms | separable ms | joint / separable |", "|---|---|---|---|"]
+        lines += [f"| {r['K']} | {1e3 * r['joint']:.2f} | {1e3 * r['separable']:.2f} | {r['ratio']:.1f} |" for r in rows]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "dv_scores_benchmark.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     if args.quick:
         args.seeds, args.bounds = 2, ["dv", "mine"]
     torch.set_num_threads(args.threads)
