@@ -63,14 +63,15 @@ def test_markov_blanket_columns_are_unbiased_and_lower_variance():
     assert (single["rb"].var(0) < 0.5 * single["score"].var(0)).all()
 
 
-def test_loo_coefficient_keeps_unbiasedness_where_the_same_batch_would_not():
-    """With few samples the control variate fitted on its own batch is biased; leave-one-out is not."""
+def test_loo_coefficient_keeps_unbiasedness_in_small_batches():
+    """Batches of 4: a coefficient fitted on its own batch would be off by ~20 se here (checked by seeding that bug)."""
     log_joint, mean, precision = regression_problem(seed=1)
     truth = exact_elbo_grad(MU, LOG_SIGMA, mean, precision)
-    est = elbo_grad(log_joint, MU, LOG_SIGMA, estimator="score_rb", num_samples=4 * 20000, generator=gen(2))
-    batches = est.reshape(20000, 4, 2, 3).mean(1)
+    g = gen(2)
+    batches = torch.stack([elbo_grad(log_joint, MU, LOG_SIGMA, estimator="score_rb", num_samples=4,
+                                     generator=g).mean(0) for _ in range(3000)])
     se = batches.std(0) / math.sqrt(len(batches))
-    assert ((batches.mean(0) - truth).abs() < 4.5 * se).all()
+    assert ((batches.mean(0) - truth).abs() < 4 * se).all(), (batches.mean(0) - truth) / se
 
 
 def test_stl_has_zero_variance_at_the_exact_posterior_and_reparam_does_not():
