@@ -238,3 +238,46 @@ __all__ += [
     "GumbelSoftmaxEstimator",
     "StraightThroughEstimator",
 ]
+
+
+# Chapter 8: the estimators at work -- stochastic computation graphs, BBVI, policy gradients (issue 20)
+from . import bbvi, envs, policy, scg
+from .bbvi import elbo, elbo_grad, fit_bbvi, logistic_regression_log_joint
+from .envs import CartPole, ChainMDP
+from .policy import (
+    Episodes,
+    LinearPolicy,
+    discounted_returns,
+    gae_advantages,
+    policy_loss,
+    policy_weights,
+    rollout,
+    train_policy,
+)
+from .scg import Graph, dice_objective, exact_graph_expectation, magic_box, scg_surrogate
+
+__all__ += [
+    "scg",
+    "bbvi",
+    "policy",
+    "envs",
+    "Graph",
+    "scg_surrogate",
+    "dice_objective",
+    "magic_box",
+    "exact_graph_expectation",
+    "elbo",
+    "elbo_grad",
+    "fit_bbvi",
+    "logistic_regression_log_joint",
+    "ChainMDP",
+    "CartPole",
+    "Episodes",
+    "rollout",
+    "discounted_returns",
+    "gae_advantages",
+    "policy_weights",
+    "policy_loss",
+    "LinearPolicy",
+    "train_policy",
+]
