@@ -150,9 +150,13 @@ def fit_bbvi(
     num_eval: int = 256,
     dtype: torch.dtype = torch.float64,
     device: Optional[torch.device] = None,
+    markov_blanket: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     progress: bool = False,
 ) -> Dict[str, object]:
     r"""Maximise the ELBO with Adam from $\mu = 0$, $\log\sigma = -1$.
+
+    ``log_joint`` returns $\log p(x, z)$, shape (N,); ``markov_blanket`` (optional, ``"score_rb"`` only)
+    returns its per-coordinate terms (N, D) and is then used for the gradient, ``log_joint`` for the ELBO.
 
     Every ``eval_every`` steps the ELBO is estimated on ``num_eval`` fixed draws (common random
     numbers, outside the clock). Returns ``{"mu", "log_sigma", "step", "elbo", "seconds",
@@ -165,6 +169,11 @@ def fit_bbvi(
     num_steps, num_samples = check_count(num_steps, "num_steps"), check_count(num_samples, "num_samples")
     eval_every, num_eval = check_count(eval_every, "eval_every"), check_count(num_eval, "num_eval")
     lr = check_positive(lr, "lr")
+    if markov_blanket is not None:
+        check_callable(markov_blanket, "markov_blanket")
+        if estimator != "score_rb":
+            raise ValueError(f"markov_blanket is used by estimator 'score_rb' only, got estimator={estimator!r}")
+    gradient_fn = markov_blanket if markov_blanket is not None else log_joint
     generator = torch.Generator(device=device or "cpu").manual_seed(seed)
     eval_generator = torch.Generator(device=device or "cpu").manual_seed(seed + 1)
     eval_eps = torch.randn((num_eval, dim), generator=eval_generator, dtype=dtype, device=device)
@@ -177,7 +186,7 @@ def fit_bbvi(
     for step in tqdm(range(num_steps + 1), desc=f"BBVI ({estimator})", disable=not progress, mininterval=5):
         if step % eval_every == 0 or step == num_steps:
             with torch.no_grad():
-                value = log_joint(mu + log_sigma.exp() * eval_eps).mean() + log_sigma.sum() + entropy_const
+                value = _log_p(log_joint, mu + log_sigma.exp() * eval_eps).mean() + log_sigma.sum() + entropy_const
             history["step"].append(step)
             history["elbo"].append(float(value))
             history["seconds"].append(seconds)
@@ -185,7 +194,7 @@ def fit_bbvi(
         if step == num_steps:
             break
         start = time.perf_counter()
-        grads = elbo_grad(log_joint, mu, log_sigma, estimator=estimator, num_samples=num_samples,
+        grads = elbo_grad(gradient_fn, mu, log_sigma, estimator=estimator, num_samples=num_samples,
                           generator=generator).mean(0)
         optimizer.zero_grad()
         mu.grad, log_sigma.grad = -grads[0], -grads[1]  # Adam minimises the negative ELBO

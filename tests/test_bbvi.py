@@ -116,6 +116,19 @@ def test_fit_reaches_the_mean_field_optimum():
     assert fit["evaluations"][-1] == 600 * 16 and len(fit["seconds"]) == len(fit["step"])
 
 
+def test_fit_with_a_markov_blanket_reports_the_full_elbo():
+    log_joint, mean, precision = regression_problem()
+    blanket = lambda z: log_joint(z, per_coordinate=True)  # noqa: E731
+    fit = fit_bbvi(log_joint, 3, estimator="score_rb", num_steps=20, num_samples=8, seed=0, markov_blanket=blanket,
+                   eval_every=20, num_eval=4000)
+    check = elbo(log_joint, fit["mu"], fit["log_sigma"], num_samples=4000, generator=gen(0))
+    assert abs(fit["elbo"][-1] - check.mean()) < 5 * check.std() / math.sqrt(4000) + 1e-9
+    with pytest.raises(ValueError, match="log_joint"):
+        fit_bbvi(blanket, 3, estimator="score_rb", num_steps=2, num_samples=8)
+    with pytest.raises(ValueError, match="markov_blanket"):
+        fit_bbvi(log_joint, 3, estimator="stl", num_steps=2, num_samples=8, markov_blanket=blanket)
+
+
 def test_logistic_regression_log_joint_columns_and_checks():
     g = gen(0)
     x, y = torch.randn(20, 3, generator=g, dtype=F64), (torch.rand(20, generator=g) > 0.5).to(F64)
