@@ -36,7 +36,6 @@ from torch import distributions as D
 
 from .checks import check_callable, check_count
 from .distributions import draw
-from .expectation import ESTIMATORS
 
 __all__ = ["Graph", "magic_box", "scg_surrogate", "dice_objective", "exact_graph_expectation", "SCG_ESTIMATORS"]
 
@@ -85,6 +84,8 @@ class Graph:
         return frozenset(out)
 
     def _estimator_for(self, name: str) -> str:
+        from . import ESTIMATORS  # the one registry, looked up when the package is loaded
+
         choice = self._estimators if isinstance(self._estimators, str) else self._estimators.get(name, "score")
         if choice not in ESTIMATORS:
             raise ValueError(f"estimators[{name!r}] must be a name of gradlab.ESTIMATORS, got {choice!r}")
