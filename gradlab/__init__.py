@@ -205,7 +205,31 @@ _DISCRETE = [
 # ------------------------------------------- divergences and mutual information (Chapter 7)
 from .data import correlated_gaussians, product_of_marginals
 
-_DIVERGENCES = ["dv", "DVTrainer", "correlated_gaussians", "product_of_marginals"]
+_DIVERGENCES = ["dv", "DVTrainer", "CorrelatedGaussianSampler", "SeparableCritic", "score_matrix",
+                "correlated_gaussians", "product_of_marginals"]
+
+# ------------------- the estimators at work: graphs, variational inference, policies (Chapter 8)
+from . import bbvi, envs, policy, scg
+from .bbvi import elbo, elbo_grad, fit_bbvi, logistic_regression_log_joint
+from .envs import CartPole, ChainMDP
+from .policy import (
+    Episodes,
+    LinearPolicy,
+    discounted_returns,
+    gae_advantages,
+    policy_loss,
+    policy_weights,
+    rollout,
+    train_policy,
+)
+from .scg import Graph, dice_objective, exact_graph_expectation, magic_box, scg_surrogate
+
+_APPLICATIONS = [
+    "scg", "Graph", "scg_surrogate", "dice_objective", "magic_box", "exact_graph_expectation",
+    "bbvi", "elbo", "elbo_grad", "fit_bbvi", "logistic_regression_log_joint",
+    "policy", "envs", "ChainMDP", "CartPole", "Episodes", "rollout", "discounted_returns", "gae_advantages",
+    "policy_weights", "policy_loss", "LinearPolicy", "train_policy",
+]
 
 # ----------------------------------------------------------------- explorers (loaded lazily)
 _EXPLORERS = ["explore", "widgets", "GradientExplorer", "VarianceExplorer", "SmoothingExplorer"]
@@ -237,6 +261,9 @@ _HELPERS = [
 _LAZY = {
     "dv": ("gradlab.dv", None),
     "DVTrainer": ("gradlab.dv", "DVTrainer"),
+    "CorrelatedGaussianSampler": ("gradlab.dv", "CorrelatedGaussianSampler"),
+    "SeparableCritic": ("gradlab.dv", "SeparableCritic"),
+    "score_matrix": ("gradlab.dv", "score_matrix"),
     "explore": ("gradlab.explore", None),
     "widgets": ("gradlab.widgets", None),
     "GradientExplorer": ("gradlab.widgets", "GradientExplorer"),
@@ -268,6 +295,7 @@ __chapters__ = [
     ("Control variates", _CONTROL_VARIATES),
     ("Discrete variables", _DISCRETE),
     ("Divergences and mutual information", _DIVERGENCES),
+    ("The estimators at work", _APPLICATIONS),
     ("Explorers", _EXPLORERS),
     ("Helpers", _HELPERS),
 ]
