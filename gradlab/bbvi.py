@@ -34,7 +34,6 @@ import time
 from typing import Callable, Dict, Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from .checks import check_callable, check_choice, check_count, check_positive
 
@@ -183,6 +182,7 @@ def fit_bbvi(
     history: Dict[str, list] = {"step": [], "elbo": [], "seconds": [], "evaluations": []}
     seconds = 0.0
     entropy_const = 0.5 * dim * math.log(2 * math.pi * math.e)
+    from tqdm import tqdm  # text bar, imported on first use (import gradlab loads no tqdm)
     for step in tqdm(range(num_steps + 1), desc=f"BBVI ({estimator})", disable=not progress, mininterval=5):
         if step % eval_every == 0 or step == num_steps:
             with torch.no_grad():

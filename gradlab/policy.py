@@ -30,7 +30,6 @@ from typing import Callable, Dict, Optional
 
 import torch
 from torch import distributions as D
-from tqdm.auto import tqdm
 
 from .checks import check_callable, check_choice, check_count, check_positive
 from .envs import check_gamma
@@ -229,6 +228,7 @@ def train_policy(env, policy: torch.nn.Module, *, method: str, num_steps: int, n
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=check_positive(lr, "lr"))
     weights, history = None, []
+    from tqdm import tqdm  # text bar, imported on first use (import gradlab loads no tqdm)
     for _ in tqdm(range(num_steps), desc=f"policy gradient ({method})", disable=not progress, mininterval=5):
         batch = rollout(env, policy, runs * num_episodes, generator=generator)
         feats = env.value_features(batch.states, torch.arange(env.horizon)).to(batch.rewards.dtype)
