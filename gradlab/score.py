@@ -9,13 +9,20 @@ Assumptions: $p_\theta$ has a differentiable ``log_prob``; $f$ is any black box
 evaluation of $f$ and a share of one batched backward pass through ``log_prob``.
 
 **Vectorized scores.** The per-sample scores with respect to the distribution's own
-parameters $\lambda$ come from ONE forward and ONE backward pass: the parameters are
-repeated once per sample (``repeat_params``), so the gradient of
-$\sum_n \log p(x_n;\lambda^{(n)})$ with respect to the copy $\lambda^{(n)}$ is
-$\nabla_\lambda \log p(x_n)$. The chain rule to $\theta$ is one matmul with the
-Jacobian $J = \partial\lambda/\partial\theta$. For a distribution whose parameters
-gradlab cannot read, forward-mode AD gives the Jacobian of the vector of per-sample
-log-probs with respect to $\theta$ (one pass per coordinate of $\theta$).
+parameters $\lambda$ are closed forms for Normal, Bernoulli and Categorical (and their
+``Independent`` products; :mod:`gradlab.score_fastpath`); for other families they come
+from ONE forward and ONE backward pass with the parameters repeated once per sample. The
+baseline is applied on $\lambda$ and the chain rule to $\theta$ comes last
+($\hat g_\theta = J^\top \hat g_\lambda$, a product with $\operatorname{diag}J$ when
+``make_dist`` is elementwise in $\theta$). For a distribution whose parameters gradlab
+cannot read, forward-mode AD gives the Jacobian of the per-sample log-probs with respect
+to $\theta$ (one pass per coordinate of $\theta$).
+
+**Independent items.** ``f`` may return costs of shape ``(N, B)``, one per sample and item
+of a distribution batched over ``B`` items (``batch_shape[0] == B``), each cost depending on
+its own item only; then $\hat g_n = \sum_i (f_{n,i} - b_{n,i})\nabla\log p(x_{n,i})$ with
+per-item baselines (:mod:`gradlab.control_variates`), and :meth:`ScoreFunction.surrogate`'s
+value is $\frac1N\sum_n\sum_i f_{n,i}$.
 
 **Link with Chapter 3.** For $p_\theta = \mathcal N(\theta, \sigma^2 I)$ the score is
 $(x - \theta)/\sigma^2 = z/\sigma$ with $x = \theta + \sigma z$, so with the constant
@@ -25,25 +32,27 @@ method is the average of the estimates at the coupled pair $z, -z$.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import distributions as D
 
-from .control_variates import ScoreBatch, resolve_baseline
-from .distributions import (
-    Estimator,
-    distribution_params,
-    draw,
-    evaluate_costs,
-    parameter_jacobian,
-    per_sample_param_grads,
-    rebuild,
-    repeat_params,
-)
+from .checks import check_finite
+from .control_variates import Baseline, ScoreBatch, resolve_baseline
+from .distributions import Estimator, draw
+from .score_fastpath import autograd_scores, closed_form_scores, flat_rows, score_params, theta_chain
 
-__all__ = ["ScoreFunction", "per_sample_scores", "check_log_prob"]
+__all__ = [
+    "ScoreFunction",
+    "ScoreEstimate",
+    "score_param_grads",
+    "score_costs",
+    "weighted_scores",
+    "per_sample_scores",
+    "log_prob_jacobian",
+    "check_log_prob",
+]
 
 
 def check_log_prob(dist: D.Distribution) -> None:
@@ -53,13 +62,37 @@ def check_log_prob(dist: D.Distribution) -> None:
         )
 
 
-def per_sample_log_prob(dist: D.Distribution, x: torch.Tensor) -> torch.Tensor:
-    r"""$\log p(x_n)$ summed over everything but the sample dim: shape (N,)."""
-    return dist.log_prob(x).reshape(x.shape[0], -1).sum(1)
+def _items(dist: D.Distribution) -> Optional[int]:
+    return dist.batch_shape[0] if len(dist.batch_shape) else None
 
 
-def log_prob_jacobian(make_dist: Callable, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(N, D) Jacobian of the per-sample log-probs w.r.t. theta by forward-mode AD.
+def score_costs(f: Callable, x: torch.Tensor, num_samples: int, dist: D.Distribution) -> torch.Tensor:
+    """``f(x)`` checked: finite, shape ``(num_samples,)`` or ``(num_samples, B)`` with ``B = dist.batch_shape[0]``."""
+    values = f(x)
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"f must return a tensor of shape ({num_samples},), got {type(values).__name__}")
+    items = _items(dist)
+    if values.shape != (num_samples,) and not (items is not None and values.shape == (num_samples, items)):
+        per_item = f" or ({num_samples}, {items}) (one cost per item)" if items is not None else ""
+        raise ValueError(
+            f"f must map a batch of {num_samples} samples (shape {tuple(x.shape)}) to costs of shape "
+            f"({num_samples},){per_item}, got shape {tuple(values.shape)}; wrap a function of one "
+            "sample with gradlab.per_sample(f)"
+        )
+    check_finite(values.detach(), "f", where="samples")
+    return values
+
+
+def per_sample_log_prob(dist: D.Distribution, x: torch.Tensor, per_item: bool = False) -> torch.Tensor:
+    r"""$\log p(x_n)$ summed over everything but the sample dim: shape (N,), or (N, B) per item."""
+    log_prob = dist.log_prob(x)
+    if per_item:
+        return log_prob.reshape(x.shape[0], dist.batch_shape[0], -1).sum(-1)
+    return log_prob.reshape(x.shape[0], -1).sum(1)
+
+
+def log_prob_jacobian(make_dist: Callable, theta: torch.Tensor, x: torch.Tensor, per_item: bool = False) -> torch.Tensor:
+    """(N, D) Jacobian of the per-sample log-probs w.r.t. theta by forward-mode AD ((N, B, D) per item).
 
     The fallback for distributions gradlab cannot rebuild from their parameters: one
     forward pass over all samples per coordinate of theta (a loop over coordinates,
@@ -73,27 +106,93 @@ def log_prob_jacobian(make_dist: Callable, theta: torch.Tensor, x: torch.Tensor)
                 tangent = torch.zeros_like(flat)
                 tangent[j] = 1.0
                 dual = fwAD.make_dual(flat, tangent).reshape(theta.shape)
-                out = per_sample_log_prob(make_dist(dual), x)
+                out = per_sample_log_prob(make_dist(dual), x, per_item)
                 columns.append(fwAD.unpack_dual(out).tangent)
-    return torch.stack(columns, dim=1)
+    return torch.stack(columns, dim=-1)
 
 
-def per_sample_scores(
-    make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor
-) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Scores $\\nabla_\\theta \\log p_\\theta(x_n)$ as an (N, D) tensor, and the Jacobian J (or None)."""
-    count = x.shape[0]
-    params = distribution_params(dist)
-    try:
-        copies = repeat_params(params, count)
-        with torch.enable_grad():
-            log_prob = per_sample_log_prob(rebuild(dist, copies), x)
-    except (TypeError, ValueError, RuntimeError):
-        copies = None
-    if not params or copies is None or not log_prob.requires_grad:
-        return log_prob_jacobian(make_dist, theta, x), None
-    jacobian = parameter_jacobian(make_dist, theta)
-    return per_sample_param_grads(log_prob.sum(), copies) @ jacobian, jacobian
+def param_scores(dist: D.Distribution, x: torch.Tensor, params: dict):
+    """Per-sample scores w.r.t. ``params`` (closed form, else autograd), or None."""
+    scores = closed_form_scores(dist, x, params)
+    return autograd_scores(dist, x, params) if scores is None else scores
+
+
+def _item_rows(blocks: dict, items: int) -> torch.Tensor:
+    """``{name: (N, B, ...)}`` -> ``(N, B, Q)``: each item's own parameter coordinates."""
+    return torch.cat([v.reshape(v.shape[0], items, -1) for v in blocks.values()], dim=-1)
+
+
+def _flat_from_items(rows: torch.Tensor, params: dict) -> torch.Tensor:
+    """Inverse layout of :func:`_item_rows`: ``(N, B, Q)`` -> ``(N, P)`` in the flat parameter order."""
+    sizes = [v.numel() // rows.shape[1] for v in params.values()]
+    return torch.cat([b.reshape(rows.shape[0], -1) for b in rows.split(sizes, dim=-1)], dim=1)
+
+
+def weighted_scores(control: Baseline, batch: ScoreBatch) -> torch.Tensor:
+    r"""$(f_n - b_n) s_n$ (per item: $\sum_i (f_{n,i} - b_{n,i}) s_{n,i}$) plus the correction, per sample.
+
+    ``batch.scores`` is ``(N, Q)`` or ``(N, B, Q)`` (per item); the result is ``(N, Q)``, or the
+    flat parameter rows ``(N, P)`` per item (``batch.params`` gives the layout).
+    """
+    b, correction = control.terms(batch)
+    values = batch.values.detach()
+    scores = batch.scores
+    if control.per_coordinate:
+        grads = (values.unsqueeze(-1) - b) * scores
+    else:
+        grads = (values - b).unsqueeze(-1) * scores
+    if batch.per_item:
+        grads = _flat_from_items(grads, batch.params)
+    return grads if isinstance(correction, float) and correction == 0.0 else grads + correction
+
+
+class ScoreEstimate(NamedTuple):
+    costs: torch.Tensor  # (N,) or (N, B)
+    grads: torch.Tensor  # (N, P): per-sample estimates w.r.t. the flat parameters
+
+
+def score_param_grads(
+    f: Callable,
+    dist: D.Distribution,
+    *,
+    num_samples: int,
+    baseline: object = None,
+    generator: Optional[torch.Generator] = None,
+    params: Optional[dict] = None,
+    coordinates: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> ScoreEstimate:
+    r"""Per-sample score-function estimates w.r.t. the distribution's own parameters $\lambda$.
+
+    ``params``: the parametrisation (default :func:`gradlab.score_fastpath.score_params`).
+    ``coordinates``: optional map of ``(N, P)`` rows to other coordinates (e.g. the chain rule
+    to $\theta$); a per-coordinate baseline with joint costs is then fitted, and the result
+    returned, in those coordinates (without it, per-coordinate baselines work on $\lambda$).
+    """
+    control = resolve_baseline(baseline)
+    params = score_params(dist) if params is None else params
+    x = draw(dist, (num_samples,), generator=generator)
+    with torch.no_grad():
+        values = score_costs(f, x, num_samples, dist)
+    scores = param_scores(dist, x, params)
+    if scores is None:
+        raise ValueError(f"score_param_grads cannot read the parameters of {type(dist).__name__}")
+    detached = {k: v.detach() for k, v in params.items()}
+    if values.dim() == 2:
+        rows = _item_rows(scores, values.shape[1])
+    else:
+        rows = flat_rows(scores)
+        if control.per_coordinate and coordinates is not None:
+            rows = coordinates(rows)
+    return ScoreEstimate(values, weighted_scores(control, ScoreBatch(values, rows, x, dist, f, detached)))
+
+
+def per_sample_scores(make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Scores $\\nabla_\\theta \\log p_\\theta(x_n)$ as an (N, D) tensor."""
+    params = score_params(dist)
+    scores = param_scores(dist, x, params)
+    if scores is None:
+        return log_prob_jacobian(make_dist, theta, x)
+    return theta_chain(make_dist, theta, list(params))(flat_rows(scores))
 
 
 class ScoreFunction(Estimator):
@@ -107,24 +206,44 @@ class ScoreFunction(Estimator):
 
     def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
         control = resolve_baseline(baseline)
+        params = score_params(dist)
         x = draw(dist, (num_samples,), generator=generator)
         with torch.no_grad():
-            values = evaluate_costs(f, x, num_samples)
-        scores, jacobian = per_sample_scores(make_dist, dist, theta, x)
-        if getattr(control, "needs_jacobian", False) and jacobian is None:
-            raise ValueError(f"baseline {baseline!r} needs a distribution gradlab can read the parameters of")
-        batch = ScoreBatch(values, scores, x, dist, f, jacobian)
-        return (values.unsqueeze(1) - control(batch)) * scores + control.correction(batch)
+            values = score_costs(f, x, num_samples, dist)
+        scores = param_scores(dist, x, params)
+        if scores is None:  # parameters gradlab cannot read: scores w.r.t. theta by forward-mode AD
+            if control.needs_params:
+                raise ValueError(f"baseline {baseline!r} needs a distribution gradlab can read the parameters of")
+            rows = log_prob_jacobian(make_dist, theta, x, per_item=values.dim() == 2)
+            batch = ScoreBatch(values, rows, x, dist, f, None)
+            b, correction = control.terms(batch)
+            weights = values.unsqueeze(-1) - b if control.per_coordinate else (values - b).unsqueeze(-1)
+            grads = weights * rows
+            grads = grads.sum(1) if values.dim() == 2 else grads
+            return grads if isinstance(correction, float) and correction == 0.0 else grads + correction
+        chain = theta_chain(make_dist, theta, list(params))
+        detached = {k: v.detach() for k, v in params.items()}
+        if values.dim() == 2:
+            rows = _item_rows(scores, values.shape[1])
+        else:
+            rows = flat_rows(scores)
+            if control.per_coordinate:  # today's joint form: the fit per coordinate of theta
+                batch = ScoreBatch(values, chain(rows), x, dist, f, detached)
+                return weighted_scores(control, batch)
+        return chain(weighted_scores(control, ScoreBatch(values, rows, x, dist, f, detached)))
 
     def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
-        r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$."""
+        r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$
+        (per item: $\sum_i$ over the items of both $f$ and $L$)."""
         control = resolve_baseline(baseline)
         if control.per_coordinate:
             raise ValueError(f"surrogate_loss does not support baseline={baseline!r} (one value per coordinate)")
         x = draw(dist, (num_samples,), generator=generator)
         with torch.no_grad():
-            values = evaluate_costs(f, x, num_samples)
-        batch = ScoreBatch(values, None, x, dist, f, None)
-        weights = values - control(batch).squeeze(1)
-        term = (weights * per_sample_log_prob(dist, x)).mean() + control.surrogate_correction(batch)
-        return values.mean() + term - term.detach()
+            values = score_costs(f, x, num_samples, dist)
+        per_item = values.dim() == 2
+        params = {k: v.detach() for k, v in score_params(dist).items()}
+        b, extra = control.surrogate_terms(ScoreBatch(values, None, x, dist, f, params))
+        weights = (values - b).detach()
+        term = (weights * per_sample_log_prob(dist, x, per_item)).reshape(num_samples, -1).sum(1).mean() + extra
+        return values.reshape(num_samples, -1).sum(1).mean() + term - term.detach()
