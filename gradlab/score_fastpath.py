@@ -160,6 +160,11 @@ class _Chain:
                     break
                 self.diagonals.append(d)
 
+    @property
+    def diagonal(self) -> bool:
+        """True when the chain rule is a product with diag J (identity or elementwise ``make_dist``)."""
+        return self.diagonals is not None
+
     def _project(self, rows: torch.Tensor) -> torch.Tensor:
         """Categorical logits: $h = g - p\\,\\mathbf 1^\\top g$ per row of K (the VJP of torch's normalisation)."""
         if not self.logit_probs:
