@@ -123,6 +123,7 @@ def mix(seed, rows, cols):
 
 
 A, C, W = mix(20, 10, 7), mix(21, 10, 7), mix(22, 6, 7)
+SQUARE, SQUARE6 = mix(28, 7, 7), mix(29, 6, 6)  # square but mixing: must not pass as diagonal
 FAST_CASES = {
     # make_dist, theta shape: identity, views, elementwise and non-diagonal Jacobians
     "bernoulli_logits_identity": (lambda t: D.Bernoulli(logits=t), (7,)),
@@ -135,6 +136,9 @@ FAST_CASES = {
     "normal_dense": (lambda t: D.Independent(D.Normal(A @ t, (C @ t).exp() * 0.5), 1), (7,)),
     "categorical_logits": (lambda t: D.Independent(D.Categorical(logits=t.reshape(2, 3)), 1), (6,)),
     "categorical_logits_scaled": (lambda t: D.Categorical(logits=t.reshape(2, 3) * torch.arange(1.0, 4.0, dtype=F64)), (6,)),
+    "bernoulli_logits_square_dense": (lambda t: D.Bernoulli(logits=SQUARE @ t), (7,)),
+    "normal_square_loc_dense": (lambda t: D.Normal(SQUARE @ t, t.exp()), (7,)),
+    "categorical_logits_square_dense": (lambda t: D.Categorical(logits=(SQUARE6 @ t).reshape(2, 3)), (6,)),
     "categorical_probs_dense": (lambda t: D.Categorical(probs=torch.softmax((W @ t).reshape(2, 3), -1)), (7,)),
 }
 
