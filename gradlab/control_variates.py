@@ -77,6 +77,7 @@ class ScoreBatch:
     dist: D.Distribution
     f: Callable
     params: Optional[Dict[str, torch.Tensor]] = None
+    owns_scores: bool = False  # True when ``scores`` may be overwritten once the baseline has been formed
 
     @property
     def per_item(self) -> bool:
@@ -176,9 +177,9 @@ def leave_one_out_sums(values: torch.Tensor) -> torch.Tensor:
     Exclusive prefix plus exclusive suffix sums: when one sample dominates, ``sum - v_n``
     leaves round-off where the exact answer is tiny or zero.
     """
-    zero = torch.zeros_like(values[:1])
-    prefix = torch.cat([zero, values.cumsum(0)[:-1]])
-    suffix = torch.cat([values.flip(0).cumsum(0)[:-1].flip(0), zero])
+    zero = values.new_zeros((1, *values.shape[1:]))
+    prefix = torch.cat([zero, values[:-1]]).cumsum(0)
+    suffix = torch.cat([values[1:], zero]).flip(0).cumsum(0).flip(0)
     return prefix + suffix
 
 

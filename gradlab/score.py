@@ -119,11 +119,16 @@ def param_scores(dist: D.Distribution, x: torch.Tensor, params: dict):
 
 def _item_rows(blocks: dict, items: int) -> torch.Tensor:
     """``{name: (N, B, ...)}`` -> ``(N, B, Q)``: each item's own parameter coordinates."""
+    if len(blocks) == 1:
+        (only,) = blocks.values()
+        return only.reshape(only.shape[0], items, -1)
     return torch.cat([v.reshape(v.shape[0], items, -1) for v in blocks.values()], dim=-1)
 
 
 def _flat_from_items(rows: torch.Tensor, params: dict) -> torch.Tensor:
     """Inverse layout of :func:`_item_rows`: ``(N, B, Q)`` -> ``(N, P)`` in the flat parameter order."""
+    if len(params) == 1:
+        return rows.reshape(rows.shape[0], -1)
     sizes = [v.numel() // rows.shape[1] for v in params.values()]
     return torch.cat([b.reshape(rows.shape[0], -1) for b in rows.split(sizes, dim=-1)], dim=1)
 
@@ -139,6 +144,8 @@ def weighted_scores(control: Baseline, batch: ScoreBatch) -> torch.Tensor:
     scores = batch.scores
     if control.per_coordinate:
         grads = (values.unsqueeze(-1) - b) * scores
+    elif batch.owns_scores and not scores.requires_grad:
+        grads = scores.mul_((values - b).unsqueeze(-1))  # fresh scores of this batch: reuse their memory
     else:
         grads = (values - b).unsqueeze(-1) * scores
     if batch.per_item:
@@ -183,7 +190,7 @@ def score_param_grads(
         rows = flat_rows(scores)
         if control.per_coordinate and coordinates is not None:
             rows = coordinates(rows)
-    return ScoreEstimate(values, weighted_scores(control, ScoreBatch(values, rows, x, dist, f, detached)))
+    return ScoreEstimate(values, weighted_scores(control, ScoreBatch(values, rows, x, dist, f, detached, owns_scores=True)))
 
 
 def per_sample_scores(make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -221,7 +228,7 @@ class ScoreFunction(Estimator):
             grads = weights * rows
             grads = grads.sum(1) if values.dim() == 2 else grads
             return grads if isinstance(correction, float) and correction == 0.0 else grads + correction
-        chain = theta_chain(make_dist, theta, list(params))
+        chain = theta_chain(make_dist, theta, list(params), dist)
         detached = {k: v.detach() for k, v in params.items()}
         if values.dim() == 2:
             rows = _item_rows(scores, values.shape[1])
@@ -230,7 +237,7 @@ class ScoreFunction(Estimator):
             if control.per_coordinate:  # today's joint form: the fit per coordinate of theta
                 batch = ScoreBatch(values, chain(rows), x, dist, f, detached)
                 return weighted_scores(control, batch)
-        return chain(weighted_scores(control, ScoreBatch(values, rows, x, dist, f, detached)))
+        return chain(weighted_scores(control, ScoreBatch(values, rows, x, dist, f, detached, owns_scores=True)))
 
     def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
         r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$

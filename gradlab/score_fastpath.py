@@ -60,22 +60,22 @@ def closed_form_scores(dist: D.Distribution, x: torch.Tensor, params: Params) ->
     base = unwrap_independent(dist)
     names = [k.rsplit(".", 1)[-1] for k in params]
     keys = list(params)
-    with torch.no_grad():
-        if type(base) is D.Normal and names == ["loc", "scale"]:
-            loc, scale = base.loc.detach(), base.scale.detach()
-            z = (x - loc) / scale
-            return {keys[0]: z / scale, keys[1]: (z * z - 1.0) / scale}
-        if type(base) is D.Bernoulli and names in (["logits"], ["probs"]):
-            p = base.probs.detach()
-            if names == ["logits"]:
-                return {keys[0]: x - p}
-            return {keys[0]: (x - p) / (p * (1.0 - p))}
-        if type(base) is D.Categorical and names in (["logits"], ["probs"]):
-            p = base.probs.detach()
-            onehot = torch.nn.functional.one_hot(x.long(), p.shape[-1]).to(p.dtype)
-            if names == ["logits"]:
-                return {keys[0]: onehot - p}
-            return {keys[0]: onehot / p - 1.0}
+    x = x.detach()
+    if type(base) is D.Normal and names == ["loc", "scale"]:
+        loc, scale = base.loc.detach(), base.scale.detach()
+        z = (x - loc) / scale
+        return {keys[0]: z / scale, keys[1]: (z * z - 1.0) / scale}
+    if type(base) is D.Bernoulli and names in (["logits"], ["probs"]):
+        p = base.probs.detach()
+        if names == ["logits"]:
+            return {keys[0]: x - p}
+        return {keys[0]: (x - p) / (p * (1.0 - p))}
+    if type(base) is D.Categorical and names in (["logits"], ["probs"]):
+        p = base.probs.detach()
+        onehot = torch.nn.functional.one_hot(x.long(), p.shape[-1]).to(p.dtype)
+        if names == ["logits"]:
+            return {keys[0]: onehot - p}
+        return {keys[0]: onehot / p - 1.0}
     return None
 
 
@@ -99,6 +99,9 @@ def autograd_scores(dist: D.Distribution, x: torch.Tensor, params: Params) -> Op
 
 def flat_rows(blocks: Params) -> torch.Tensor:
     """``{name: (N, ...)}`` -> ``(N, P)``: the per-sample rows of the flat parameter vector."""
+    if len(blocks) == 1:
+        (only,) = blocks.values()
+        return only.reshape(only.shape[0], -1)
     return torch.cat([v.reshape(v.shape[0], -1) for v in blocks.values()], dim=1)
 
 
@@ -180,8 +183,11 @@ class _Chain:
     def __call__(self, rows: torch.Tensor) -> torch.Tensor:
         if self.diagonals is None:
             return self._dense(rows)
+        blocks = [rows] if len(self.sizes) == 1 else self._project(rows).split(self.sizes, dim=1)
+        if len(self.sizes) == 1 and self.logit_probs:
+            blocks = [self._project(rows)]
         out = None
-        for block, d in zip(self._project(rows).split(self.sizes, dim=1), self.diagonals):
+        for block, d in zip(blocks, self.diagonals):
             if d is None:
                 continue
             term = block if d is _IDENTITY else block * d
@@ -215,6 +221,25 @@ class _Chain:
         return rows @ g.reshape(total, -1)
 
 
-def theta_chain(make_dist: Callable, theta: torch.Tensor, names: List[str]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The chain rule ``(N, P) -> (N, D)`` from the parameters ``names`` of ``make_dist(theta)`` to ``theta``."""
+def _is_theta(v: torch.Tensor, theta: torch.Tensor) -> bool:
+    """``v`` is ``theta`` itself (a detached alias: same memory, shape, strides and dtype)."""
+    return (v.data_ptr() == theta.data_ptr() and v.shape == theta.shape and v.stride() == theta.stride()
+            and v.dtype == theta.dtype and v.storage_offset() == theta.storage_offset())
+
+
+def _identity(rows: torch.Tensor) -> torch.Tensor:
+    return rows
+
+
+def theta_chain(make_dist: Callable, theta: torch.Tensor, names: List[str],
+                dist: Optional[D.Distribution] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The chain rule ``(N, P) -> (N, D)`` from the parameters ``names`` of ``make_dist(theta)`` to ``theta``.
+
+    ``dist``: ``make_dist(theta.detach())`` when at hand; if its only parameter *is* ``theta`` (e.g.
+    ``Bernoulli(logits=theta)``), the chain rule is the identity and ``make_dist`` is not called again.
+    """
+    if dist is not None:
+        params = score_params(dist)
+        if len(params) == 1 and _is_theta(next(iter(params.values())), theta):
+            return _identity
     return _Chain(make_dist, theta, names)
