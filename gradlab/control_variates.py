@@ -177,9 +177,9 @@ def leave_one_out_sums(values: torch.Tensor) -> torch.Tensor:
     Exclusive prefix plus exclusive suffix sums: when one sample dominates, ``sum - v_n``
     leaves round-off where the exact answer is tiny or zero.
     """
-    zero = values.new_zeros((1, *values.shape[1:]))
-    prefix = torch.cat([zero, values[:-1]]).cumsum(0)
-    suffix = torch.cat([values[1:], zero]).flip(0).cumsum(0).flip(0)
+    padded = torch.nn.functional.pad(values, (0, 0) * (values.dim() - 1) + (1, 1))  # [0, v_0, ..., v_{N-1}, 0]
+    prefix = padded[:-2].cumsum(0)  # sum_{m < n} v_m
+    suffix = padded[2:].flip(0).cumsum(0).flip(0)  # sum_{m > n} v_m
     return prefix + suffix
 
 

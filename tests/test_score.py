@@ -191,3 +191,24 @@ def test_chain_rule_is_diagonal_exactly_for_elementwise_make_dist(name):
     chain = theta_chain(make, theta, list(score_params(make(theta))))
     dense = name.endswith("dense") or name in ("normal_shared_scale", "normal_split")
     assert chain.diagonal is not dense
+
+
+def test_score_param_grads_is_the_estimate_on_the_distributions_own_parameters():
+    """The protocol-facing hook: per-sample estimates w.r.t. lambda (here the logits of 3 items x 4 bits,
+    per-item costs); chained with J = d lambda / d theta they are expectation_grad's estimates."""
+    from gradlab.score import score_param_grads
+
+    mix7 = torch.randn(12, 7, generator=gen(50), dtype=F64) / math.sqrt(7)
+
+    def make(t):
+        return D.Independent(D.Bernoulli(logits=(mix7 @ t).reshape(3, 4)), 1)
+
+    def f(x):
+        return (x * torch.arange(1.0, 5.0, dtype=F64)).sum(-1) ** 2 + torch.tensor([0.0, 3.0, -1.0], dtype=F64)
+
+    theta = torch.randn(7, generator=gen(51), dtype=F64)
+    est = score_param_grads(f, make(theta), num_samples=5, baseline="rloo", generator=gen(52))
+    assert est.costs.shape == (5, 3) and est.grads.shape == (5, 12)
+    chained = est.grads @ mix7  # J = mix7 for the logits
+    grads = expectation_grad(f, make, theta, estimator="score", num_samples=5, baseline="rloo", generator=gen(52))
+    torch.testing.assert_close(chained, grads, rtol=1e-12, atol=1e-12)
