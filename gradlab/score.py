@@ -183,14 +183,25 @@ def score_param_grads(
     scores = param_scores(dist, x, params)
     if scores is None:
         raise ValueError(f"score_param_grads cannot read the parameters of {type(dist).__name__}")
-    detached = {k: v.detach() for k, v in params.items()}
-    if values.dim() == 2:
-        rows = _item_rows(scores, values.shape[1])
-    else:
-        rows = flat_rows(scores)
-        if control.per_coordinate and coordinates is not None:
-            rows = coordinates(rows)
-    return ScoreEstimate(values, weighted_scores(control, ScoreBatch(values, rows, x, dist, f, detached, owns_scores=True)))
+    grads, _ = _param_estimate(control, ScoreBatch(values, None, x, dist, f, None), scores, params, coordinates)
+    return ScoreEstimate(values, grads)
+
+
+def _param_estimate(control, batch, scores, params, coordinates):
+    """Weighted scores on the flat parameters, or in ``coordinates`` for a joint per-coordinate baseline.
+
+    Returns ``(grads, in_coordinates)``. ``batch`` carries the costs and samples; its scores are filled in.
+    """
+    batch.params = {k: v.detach() for k, v in params.items()}
+    if batch.per_item:
+        batch.scores, batch.owns_scores = _item_rows(scores, batch.values.shape[1]), True
+        return weighted_scores(control, batch), False
+    rows = flat_rows(scores)
+    if control.per_coordinate and coordinates is not None:  # the joint fit per coordinate of theta
+        batch.scores = coordinates(rows)
+        return weighted_scores(control, batch), True
+    batch.scores, batch.owns_scores = rows, True
+    return weighted_scores(control, batch), False
 
 
 def per_sample_scores(make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -229,15 +240,9 @@ class ScoreFunction(Estimator):
             grads = grads.sum(1) if values.dim() == 2 else grads
             return grads if isinstance(correction, float) and correction == 0.0 else grads + correction
         chain = theta_chain(make_dist, theta, list(params), dist)
-        detached = {k: v.detach() for k, v in params.items()}
-        if values.dim() == 2:
-            rows = _item_rows(scores, values.shape[1])
-        else:
-            rows = flat_rows(scores)
-            if control.per_coordinate:  # today's joint form: the fit per coordinate of theta
-                batch = ScoreBatch(values, chain(rows), x, dist, f, detached)
-                return weighted_scores(control, batch)
-        return chain(weighted_scores(control, ScoreBatch(values, rows, x, dist, f, detached, owns_scores=True)))
+        batch = ScoreBatch(values, None, x, dist, f, None)
+        grads, in_theta = _param_estimate(control, batch, scores, params, chain)
+        return grads if in_theta else chain(grads)
 
     def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
         r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$
