@@ -212,7 +212,16 @@ def per_item_scores(make, theta, x):
     return jacobian(lambda t: make(t).log_prob(x), theta)
 
 
-def direct_rloo(make, theta, x):
+def items_categorical(t):
+    """Three items, each one Categorical over 4 classes, logits mixing all of theta."""
+    return D.Categorical(logits=(MIX @ t).reshape(ITEMS, DIM))
+
+
+def categorical_item_costs(x):
+    return (x.to(F64) * torch.tensor([1.0, 2.0, -1.5], dtype=F64)) ** 2 + torch.tensor([5.0, -2.0, 20.0], dtype=F64)
+
+
+def direct_rloo(make, theta, x, item_costs=item_costs):
     values = item_costs(x)
     n = values.shape[0]
     b = torch.stack([torch.cat([values[:m], values[m + 1:]]).mean(0) for m in range(n)])  # others, same item
@@ -223,16 +232,17 @@ def direct_rloo(make, theta, x):
     return per_item, pooled_grads
 
 
-@pytest.mark.parametrize("make", [items_bernoulli, items_normal])
+@pytest.mark.parametrize("make, cost", [(items_bernoulli, item_costs), (items_normal, item_costs),
+                                        (items_categorical, categorical_item_costs)])
 @pytest.mark.parametrize("num_samples", [5, 2])
-def test_per_item_rloo_against_direct_float64(make, num_samples):
+def test_per_item_rloo_against_direct_float64(make, cost, num_samples):
     """sum_i (f_ni - b_ni) grad log p(x_ni) with b_ni the mean of the other samples OF ITEM i; the case
     tells it from a pooled baseline (one leave-one-out mean over all items' summed costs)."""
     theta = torch.randn(7, generator=gen(33), dtype=F64)
-    grads = expectation_grad(item_costs, make, theta, estimator="score", num_samples=num_samples,
+    grads = expectation_grad(cost, make, theta, estimator="score", num_samples=num_samples,
                              baseline="rloo", generator=gen(34))
     x = draw(make(theta), (num_samples,), generator=gen(34))
-    expected, pooled = direct_rloo(make, theta, x)
+    expected, pooled = direct_rloo(make, theta, x, cost)
     print("max |per-item - pooled|:", (expected - pooled).abs().max().item())
     assert (expected - pooled).abs().max() > 1e-2  # a pooled baseline would fail the check below
     torch.testing.assert_close(grads, expected, rtol=1e-10, atol=1e-10)

@@ -212,3 +212,18 @@ def test_score_param_grads_is_the_estimate_on_the_distributions_own_parameters()
     chained = est.grads @ mix7  # J = mix7 for the logits
     grads = expectation_grad(f, make, theta, estimator="score", num_samples=5, baseline="rloo", generator=gen(52))
     torch.testing.assert_close(chained, grads, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(FAST_CASES))
+def test_chain_rule_of_arbitrary_rows_is_rows_times_jacobian(name):
+    """theta_chain(R) = R J for any rows R (not only scores: per-item and per-coordinate baselines give rows
+    that are not zero-sum per Categorical row, where the exact projection of the normalisation matters)."""
+    make, shape = FAST_CASES[name]
+    theta = torch.randn(shape, generator=gen(53), dtype=F64)
+    names = list(score_params(make(theta)))
+    jac = jacobian(lambda t: torch.cat([v.reshape(-1) for v in score_params(make(t)).values()]), theta)
+    jac = jac.reshape(jac.shape[0], -1)
+    for count in (3, 40):
+        rows = torch.randn(count, jac.shape[0], generator=gen(54 + count), dtype=F64)
+        got = theta_chain(make, theta, names)(rows)
+        torch.testing.assert_close(got, rows @ jac, rtol=1e-11, atol=1e-11)
