@@ -16,9 +16,9 @@ Zeroth-order estimators (gradients from function values):
     ``ZeroOrderModule``), :mod:`gradlab.es_lab` (the lab's ``ES_grad`` /
     ``ES_step``), :mod:`gradlab.noise` (noise sources) and
     :mod:`gradlab.blackbox` (a black-box regularizer by the score function).
-Gradients of expectations (one signature, :func:`gradlab.expectation_grad`):
-    :mod:`gradlab.expectation` (the signature, the registry, ``surrogate_loss``,
-    ``exact_expectation_grad``), :mod:`gradlab.score` (score function / REINFORCE),
+Gradients of expectations (one protocol, :mod:`gradlab.estimator`; one call, :func:`gradlab.expectation_grad`):
+    :mod:`gradlab.estimator` (the base class ``Estimator``, ``Estimate``, the registry ``ESTIMATORS``),
+    :mod:`gradlab.expectation` (``expectation_grad``, ``surrogate_loss``, ``exact_expectation_grad``), :mod:`gradlab.score` (score function / REINFORCE),
     :mod:`gradlab.pathwise` (reparameterization), :mod:`gradlab.measure_valued`
     (weak derivatives), :mod:`gradlab.control_variates` (baselines) and
     :mod:`gradlab.distributions` (their shared sampling and parameter plumbing).
@@ -143,7 +143,7 @@ __all__ = [
 ]
 
 # gradients of expectations (issue 6): score function, pathwise, measure-valued, control variates
-from . import control_variates, distributions, expectation, measure_valued, pathwise, score
+from . import control_variates, distributions, estimator, expectation, measure_valued, pathwise, score
 from .control_variates import (
     Baseline,
     ConstantBaseline,
@@ -153,6 +153,7 @@ from .control_variates import (
     OptimalBaseline,
 )
 from .distributions import per_sample
+from .estimator import Estimate, Estimator, UnsupportedDistribution
 from .expectation import (
     ESTIMATORS,
     exact_expectation_grad,
@@ -165,6 +166,10 @@ from .pathwise import Pathwise
 from .score import ScoreFunction
 
 __all__ += [
+    "estimator",
+    "Estimator",
+    "Estimate",
+    "UnsupportedDistribution",
     "expectation",
     "distributions",
     "score",
@@ -211,11 +216,8 @@ __all__ += ["explore", "frames", "widgets", "GradientExplorer", "VarianceExplore
 
 # discrete variables: Gumbel, straight-through, REBAR, RELAX, Sinkhorn (issue 7)
 from . import discrete, relax
+from .relax import REBAR, RELAX, GumbelSoftmaxEstimator, StraightThroughEstimator
 from .discrete import (
-    REBAR,
-    RELAX,
-    GumbelSoftmaxEstimator,
-    StraightThroughEstimator,
     gumbel_max,
     gumbel_sinkhorn,
     gumbel_softmax,

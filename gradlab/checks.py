@@ -22,6 +22,7 @@ __all__ = [
     "check_callable",
     "check_module",
     "check_finite",
+    "check_generator",
     "as_scalar",
     "as_scalar_batch",
 ]
@@ -96,6 +97,13 @@ def check_finite(values: torch.Tensor, name: str, where: str = "evaluation point
             f"{values.numel()} {where}; reduce the step/sigma or check the function"
         )
     return values
+
+
+def check_generator(generator: object, name: str = "generator") -> Optional[torch.Generator]:
+    """A ``torch.Generator`` or ``None``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
+    return generator
 
 
 def _not_scalar(name: str, shape: Any) -> ValueError:

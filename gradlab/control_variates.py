@@ -215,7 +215,8 @@ class OptimalBaseline(Baseline):
     about half of the gradient at $N = 4$ and 15–25% at $N = 16$ (see the tests).
     ``leave_one_out=True`` (``"optimal_loo"``) fits $\hat b_{nj}$ on the other $N - 1$
     samples only: unbiased, nearly the same variance for moderate $N$ (needs $N \ge 2$).
-    Needs per-sample scores, so :func:`gradlab.surrogate_loss` does not accept it.
+    Needs per-sample scores: :func:`gradlab.surrogate_loss` takes the generic surrogate of
+    :class:`gradlab.estimator.Estimator` for it (the gradient of the mean of these estimates).
     """
 
     per_coordinate = True

@@ -11,8 +11,9 @@ r"""Discrete random variables: sampling them and getting gradients through them.
   column normalisation of $\exp(X/\tau)$ in log space to get a doubly-stochastic
   matrix, a relaxed permutation; the hard permutation is the Hungarian algorithm's.
 
-REBAR and RELAX, the unbiased estimators built on these relaxations, live in
-:mod:`gradlab.relax` and are re-exported here.
+This module holds the samplers only. The estimators built on them (Gumbel-softmax,
+straight-through, REBAR, RELAX) live in :mod:`gradlab.relax`, which imports this module;
+``gradlab.discrete.REBAR`` etc. still resolve (looked up lazily, so there is no import cycle).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Optional, Union
 
 import torch
 
-from .checks import check_count, check_tensor
+from .checks import check_count, check_generator, check_tensor
 
 __all__ = [
     "uniform",
@@ -36,10 +37,6 @@ __all__ = [
     "sinkhorn",
     "gumbel_sinkhorn",
     "hungarian",
-    "REBAR",
-    "RELAX",
-    "GumbelSoftmaxEstimator",
-    "StraightThroughEstimator",
 ]
 
 Temperature = Union[float, torch.Tensor]
@@ -55,12 +52,6 @@ def check_tau(tau: object, name: str = "tau") -> Temperature:
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 0:
         raise ValueError(f"{name} must be a positive number, got {tau!r}")
     return float(tau)
-
-
-def check_generator(generator: object) -> Optional[torch.Generator]:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    return generator
 
 
 # --------------------------------------------------------------------------- noise
@@ -283,4 +274,13 @@ def gumbel_sinkhorn(
     return hungarian(noisy) - soft.detach() + soft
 
 
-from .relax import REBAR, RELAX, GumbelSoftmaxEstimator, StraightThroughEstimator  # noqa: E402
+_ESTIMATORS_IN_RELAX = ("REBAR", "RELAX", "GumbelSoftmaxEstimator", "StraightThroughEstimator")
+
+
+def __getattr__(name: str):
+    # The estimators live above the samplers (gradlab.relax imports this module): resolved on use.
+    if name in _ESTIMATORS_IN_RELAX:
+        from . import relax
+
+        return getattr(relax, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,8 @@ This module holds what all estimators share: drawing samples from any
 rebuilding a distribution's parameters (:func:`distribution_params`,
 :func:`rebuild`, :func:`repeat_params`), the Jacobian :func:`parameter_jacobian`,
 evaluating a batched cost (:func:`evaluate_costs`, :func:`per_sample`, which uses
-:func:`gradlab.batch.evaluate_batch`), input checks (built on :mod:`gradlab.checks`) and
-the base class :class:`Estimator` of the one signature.
+:func:`gradlab.batch.evaluate_batch`) and input checks (built on :mod:`gradlab.checks`).
+The estimators' base class is :class:`gradlab.estimator.Estimator`.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ __all__ = [
     "evaluate_costs",
     "per_sample",
     "unwrap_independent",
-    "Estimator",
+    "item_count",
+    "jacobian_of",
 ]
 
 Params = Dict[str, torch.Tensor]
@@ -55,9 +56,8 @@ def check_num_samples(num_samples: object) -> int:
 
 def check_distribution(dist: object, name: str = "make_dist(theta)") -> D.Distribution:
     if not isinstance(dist, D.Distribution):
-        raise TypeError(
-            f"{name} must return a torch.distributions.Distribution, got {type(dist).__name__}"
-        )
+        verb = "return" if name.endswith(")") else "be"
+        raise TypeError(f"{name} must {verb} a torch.distributions.Distribution, got {type(dist).__name__}")
     return dist
 
 
@@ -141,7 +141,7 @@ def _has_mean(dist: D.Distribution) -> bool:
 def distribution_params(dist: D.Distribution) -> Params:
     """The tensors that define ``dist``, by name (``Independent`` adds a ``base.`` prefix).
 
-    Normal: ``loc``, ``scale``; Bernoulli and Categorical: ``probs``; any other
+    Normal: ``loc``, ``scale``; Bernoulli, Categorical and OneHotCategorical: ``probs``; any other
     distribution: its ``arg_constraints`` that were given to it. Every tensor is
     broadcast to the distribution's batch shape (plus an event part where the
     parameter has one, e.g. the ``K`` class probabilities of a Categorical).
@@ -150,7 +150,7 @@ def distribution_params(dist: D.Distribution) -> Params:
         return {f"base.{k}": v for k, v in distribution_params(dist.base_dist).items()}
     if type(dist) is D.Normal:
         return {"loc": dist.loc, "scale": dist.scale}
-    if type(dist) in (D.Bernoulli, D.Categorical):
+    if type(dist) in (D.Bernoulli, D.Categorical, D.OneHotCategorical):
         return {"probs": dist.probs}
     found = {k: dist.__dict__[k] for k in dist.arg_constraints if k in dist.__dict__}
     return {k: v for k, v in found.items() if isinstance(v, torch.Tensor)}
@@ -190,18 +190,9 @@ def flatten_param_dict(params: Params, batch_dims: int = 0) -> torch.Tensor:
     return torch.cat([v.reshape(-1) for v in params.values()])
 
 
-def parameter_jacobian(
-    make_dist: Callable[[torch.Tensor], D.Distribution], theta: torch.Tensor
-) -> torch.Tensor:
-    r"""$J = \partial\lambda/\partial\theta$ of shape ``(P, theta.numel())``, $\lambda$ the flat parameters.
-
-    One call of ``make_dist`` and $P$ vector-Jacobian products (batched with vmap when
-    $P$ is large); parameters that do not depend on ``theta`` give rows of zeros.
-    """
-    leaf = theta.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        flat = flatten_param_dict(distribution_params(make_dist(leaf)))
-    jac = torch.zeros(flat.numel(), theta.numel(), dtype=flat.dtype, device=flat.device)
+def jacobian_of(flat: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
+    """The (P, leaf.numel()) Jacobian of a flat tensor w.r.t. a leaf (rows of zeros where it does not depend on it)."""
+    jac = torch.zeros(flat.numel(), leaf.numel(), dtype=flat.dtype, device=flat.device)
     if not flat.requires_grad:
         return jac
     if flat.numel() <= _SMALL_JACOBIAN:
@@ -216,16 +207,38 @@ def parameter_jacobian(
     return jac if grad is None else grad.reshape(flat.numel(), -1)
 
 
+def parameter_jacobian(
+    make_dist: Callable[[torch.Tensor], D.Distribution], theta: torch.Tensor
+) -> torch.Tensor:
+    r"""$J = \partial\lambda/\partial\theta$ of shape ``(P, theta.numel())``, $\lambda$ the flat parameters.
+
+    One call of ``make_dist`` and $P$ vector-Jacobian products (batched with vmap when
+    $P$ is large); parameters that do not depend on ``theta`` give rows of zeros.
+    """
+    leaf = theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        flat = flatten_param_dict(distribution_params(make_dist(leaf)))
+        return jacobian_of(flat, leaf)
+
+
 # =========================================================================== costs
-def evaluate_costs(f: Callable, x: torch.Tensor, num_samples: int, name: str = "f") -> torch.Tensor:
-    """``f(x)`` checked to be a finite tensor of shape ``(num_samples,)``."""
+def item_count(dist: D.Distribution) -> Optional[int]:
+    """``B = dist.batch_shape[0]``, the number of independent items ``f`` may return a cost for (None if scalar)."""
+    return dist.batch_shape[0] if len(dist.batch_shape) else None
+
+
+def evaluate_costs(
+    f: Callable, x: torch.Tensor, num_samples: int, name: str = "f", items: Optional[int] = None
+) -> torch.Tensor:
+    """``f(x)`` checked to be a finite tensor of shape ``(num_samples,)`` (or ``(num_samples, items)``)."""
     values = f(x)
     if not isinstance(values, torch.Tensor):
         raise TypeError(f"{name} must return a tensor of shape ({num_samples},), got {type(values).__name__}")
-    if values.shape != (num_samples,):
+    if values.shape != (num_samples,) and (items is None or values.shape != (num_samples, items)):
+        per_item = f" or ({num_samples}, {items}) (one per item)" if items is not None else ""
         raise ValueError(
             f"{name} must map a batch of {num_samples} samples (shape {tuple(x.shape)}) to costs of "
-            f"shape ({num_samples},), got shape {tuple(values.shape)}; wrap a function of one "
+            f"shape ({num_samples},){per_item}, got shape {tuple(values.shape)}; wrap a function of one "
             "sample with gradlab.per_sample(f)"
         )
     check_finite(values.detach(), name, where="samples")
@@ -249,60 +262,11 @@ def per_sample(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Ten
     return batched
 
 
-# =========================================================================== estimator protocol
-class Estimator:
-    """Base of gradlab's estimators: the one signature, its checks, and the reshape to theta.
+def __getattr__(name: str):
+    # ``gradlab.distributions.Estimator``: the protocol's base class moved to gradlab.estimator
+    # (kept here as a deprecated alias, looked up lazily: estimator.py imports this module).
+    if name == "Estimator":
+        from .estimator import Estimator
 
-    A subclass sets ``name`` (and ``uses_baseline``), may override ``check(dist)`` and
-    implements ``grads(f, make_dist, dist, theta, num_samples, baseline, generator)``
-    (an (N, D) tensor) and ``surrogate(f, dist, num_samples, baseline, generator)``.
-    Any object with a ``per_sample_grads`` method of this signature is an estimator too.
-    """
-
-    name = ""
-    uses_baseline = False
-
-    def check(self, dist: D.Distribution) -> None:
-        """Raise ValueError if this estimator cannot handle ``dist``."""
-
-    def _check_common(self, num_samples: object, baseline: object) -> None:
-        check_num_samples(num_samples)
-        if baseline is not None and not self.uses_baseline:
-            raise ValueError(f"baseline is only used by estimator='score', not by estimator={self.name!r}")
-
-    def per_sample_grads(
-        self,
-        f: Callable,
-        make_dist: Callable[[torch.Tensor], D.Distribution],
-        theta: torch.Tensor,
-        *,
-        num_samples: int,
-        baseline: object = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        """Per-sample estimates, shape ``(num_samples, *theta.shape)``."""
-        self._check_common(num_samples, baseline)
-        dist = check_distribution(make_dist(theta.detach()))
-        self.check(dist)
-        grads = self.grads(f, make_dist, dist, theta, num_samples, baseline, generator)
-        return grads.reshape(num_samples, *theta.shape)
-
-    def surrogate_loss(
-        self,
-        f: Callable,
-        dist: D.Distribution,
-        *,
-        num_samples: int,
-        baseline: object = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        """A scalar whose gradient w.r.t. what ``dist`` was built from is the mean estimate."""
-        self._check_common(num_samples, baseline)
-        self.check(check_distribution(dist, "dist"))
-        return self.surrogate(f, dist, num_samples, baseline, generator)
-
-    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
-        raise NotImplementedError
-
-    def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
-        raise NotImplementedError
+        return Estimator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

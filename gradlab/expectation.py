@@ -1,37 +1,45 @@
-r"""Gradients of expectations: one signature for every estimator.
+r"""Gradients of expectations: one call for every estimator.
 
 $$g(\theta) = \nabla_\theta\, \mathbb E_{x\sim p_\theta}[f(x)]$$
 
 :func:`expectation_grad` returns **per-sample** estimates $\hat g_1, \dots, \hat g_N$
 (shape ``(num_samples, *theta.shape)``): their mean is the estimate, their variance
 tells how good it is. ``f`` maps a batch of samples (shape ``(N, *sample_shape)``)
-to costs of shape ``(N,)`` (a function of one sample is lifted with
-:func:`gradlab.per_sample`); ``make_dist(theta)`` returns a
-``torch.distributions.Distribution``; ``estimator`` is a name of :data:`ESTIMATORS`
-or any object with the method ``per_sample_grads`` of the same signature.
+to costs of shape ``(N,)`` (or ``(N, B)``, one per independent item of a batched
+distribution; a function of one sample is lifted with :func:`gradlab.per_sample`);
+``make_dist(theta)`` returns a ``torch.distributions.Distribution``; ``estimator`` is a
+key of :data:`ESTIMATORS` or an :class:`~gradlab.estimator.Estimator` (the protocol:
+:mod:`gradlab.estimator`).
 
-| name | estimator | distributions | $f$ | unbiased | evaluations of $f$ per sample |
+| key | estimator | distributions | $f$ | unbiased | evaluations of $f$ per sample |
 |---|---|---|---|---|---|
 | ``"score"`` | :class:`~gradlab.score.ScoreFunction` | any with ``log_prob`` | black box | yes, except with ``baseline="optimal"`` | 1 (``"delta"``: +1 and one backward per batch) |
 | ``"pathwise"`` | :class:`~gradlab.pathwise.Pathwise` | ``has_rsample`` | differentiable | yes | 1 (+ backward) |
-| ``"measure_valued"`` | :class:`~gradlab.measure_valued.MeasureValued` | Normal, Bernoulli, Categorical, products | black box | yes | 2 per Normal/Bernoulli parameter, K per Categorical coordinate |
+| ``"measure_valued"`` | :class:`~gradlab.measure_valued.MeasureValued` | Normal, Bernoulli, Categorical, products | black box | yes | 1 + 2 per Normal/Bernoulli parameter, K per Categorical coordinate |
+| ``"concrete"`` | :class:`~gradlab.relax.GumbelSoftmaxEstimator` ($\tau = 0.5$) | Bernoulli, OneHotCategorical | differentiable on relaxed inputs | no (the relaxed objective's gradient) | 1 (+ backward) |
+| ``"st"`` | :class:`~gradlab.relax.StraightThroughEstimator` (identity) | Bernoulli, OneHotCategorical | differentiable | no | 1 (+ backward) |
+| ``"rebar"`` | :class:`~gradlab.relax.REBAR` ($\eta = 1$, $\tau = 0.5$) | Bernoulli, OneHotCategorical | differentiable on relaxed inputs | yes | 3 (+ backward) |
+| ``"relax"`` | :class:`~gradlab.relax.RELAX` (a fixed :class:`~gradlab.relax.CoordinateSurrogate`) | Bernoulli, OneHotCategorical | differentiable on relaxed inputs | yes | 3 (+ backward) |
 
-:func:`surrogate_loss` is the training-loop form: a scalar whose ``backward()`` puts
-the mean estimate into the ``.grad`` of whatever ``dist`` was built from.
+Deprecated aliases (:data:`gradlab.estimator.ALIASES`): ``"gumbel_softmax"`` → ``"concrete"``,
+``"straight_through"`` → ``"st"`` (the old keys equal the sampler functions' names).
+
+:func:`surrogate_loss` is the training-loop form: a scalar whose value is the Monte Carlo
+estimate of $\mathbb E[f]$ and whose ``backward()`` puts the mean estimate into the
+``.grad`` of whatever ``dist`` was built from.
 :func:`exact_expectation_grad` enumerates small discrete distributions: the ground truth.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import distributions as D
 
-from .checks import check_callable
-from .distributions import check_distribution, check_num_samples, unwrap_independent
-from .measure_valued import MeasureValued
-from .pathwise import Pathwise
-from .score import ScoreFunction
+from . import measure_valued, pathwise, relax, score  # noqa: F401  (each registers its estimators)
+from .checks import check_callable, check_count, check_generator
+from .distributions import check_distribution, unwrap_independent
+from .estimator import ESTIMATORS, Estimator, check_theta, get_estimator, register_estimator
 
 __all__ = [
     "ESTIMATORS",
@@ -42,46 +50,7 @@ __all__ = [
     "exact_expectation_grad",
 ]
 
-ESTIMATORS: Dict[str, object] = {}
 MAX_ENUMERATION = 2**16  # joint states exact_expectation_grad agrees to enumerate
-
-
-def register_estimator(name: str, estimator: object) -> None:
-    """Make ``estimator`` (an object with ``per_sample_grads``) available as ``estimator=name``."""
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str, got {name!r}")
-    if not callable(getattr(estimator, "per_sample_grads", None)):
-        raise TypeError(
-            f"estimator must have a method per_sample_grads(f, make_dist, theta, *, num_samples, "
-            f"baseline=None, generator=None), got {type(estimator).__name__}"
-        )
-    ESTIMATORS[name] = estimator
-
-
-for _estimator in (ScoreFunction(), Pathwise(), MeasureValued()):
-    register_estimator(_estimator.name, _estimator)
-
-
-def get_estimator(estimator: object) -> object:
-    """A registered name or an estimator object → the estimator object."""
-    if isinstance(estimator, str):
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {sorted(ESTIMATORS)} or an estimator object, got {estimator!r}")
-        return ESTIMATORS[estimator]
-    if callable(getattr(estimator, "per_sample_grads", None)):
-        return estimator
-    raise TypeError(
-        f"estimator must be a registered name {sorted(ESTIMATORS)} or an object with per_sample_grads, "
-        f"got {type(estimator).__name__}"
-    )
-
-
-def _check_theta(theta: object) -> torch.Tensor:
-    if not isinstance(theta, torch.Tensor):
-        raise TypeError(f"theta must be a tensor, got {type(theta).__name__}")
-    if not theta.is_floating_point():
-        raise TypeError(f"theta must have a floating dtype, got {theta.dtype}")
-    return theta
 
 
 def expectation_grad(
@@ -97,24 +66,26 @@ def expectation_grad(
     r"""Per-sample estimates of $\nabla_\theta \mathbb E_{x\sim \text{make\_dist}(\theta)}[f(x)]$.
 
     Args:
-        f: batched cost, ``(N, *sample_shape) -> (N,)``, finite values.
+        f: batched cost, ``(N, *sample_shape) -> (N,)`` (or ``(N, B)`` per item), finite values.
         make_dist: ``theta -> torch.distributions.Distribution`` (differentiable in theta).
-        theta: floating tensor of any shape; never modified, its ``.grad`` untouched.
-        estimator: ``"score"``, ``"pathwise"``, ``"measure_valued"`` (see :data:`ESTIMATORS`)
-            or an object with ``per_sample_grads`` of this signature.
+        theta: non-empty floating tensor of any shape; never modified, its ``.grad`` untouched.
+        estimator: a key of :data:`ESTIMATORS` (``"score"``, ``"pathwise"``, ``"measure_valued"``,
+            ``"concrete"``, ``"st"``, ``"rebar"``, ``"relax"``, ...) or an
+            :class:`~gradlab.estimator.Estimator` instance (e.g. an adapted ``RELAX``).
         num_samples: $N \ge 1$ (``baseline="rloo"`` needs $N \ge 2$).
-        baseline: score function only: ``None``, a number, ``"rloo"``, ``"optimal"``,
-            ``"optimal_loo"``, ``"delta"`` or a :class:`gradlab.control_variates.Baseline` (e.g. an
-            :class:`~gradlab.control_variates.EMABaseline`).
-        generator: ``torch.Generator``; the same state gives the same numbers.
+        baseline: estimators with ``uses_baseline`` (the score function) only: ``None``, a number,
+            ``"rloo"``, ``"optimal"``, ``"optimal_loo"``, ``"delta"`` or a
+            :class:`gradlab.control_variates.Baseline` (e.g. an :class:`~gradlab.control_variates.EMABaseline`).
+        generator: ``torch.Generator`` or None; the same state gives the same numbers.
 
     Returns:
         Tensor of shape ``(num_samples, *theta.shape)``; ``.mean(0)`` is the estimate.
     """
     check_callable(f, "f")
     check_callable(make_dist, "make_dist")
-    theta = _check_theta(theta)
-    check_num_samples(num_samples)
+    theta = check_theta(theta)
+    check_count(num_samples, "num_samples")
+    check_generator(generator)
     chosen = get_estimator(estimator)
     grads = chosen.per_sample_grads(
         f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
@@ -135,19 +106,22 @@ def surrogate_loss(
     baseline: object = None,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
-    r"""A scalar whose ``.backward()`` gives the mean estimate for the tensors ``dist`` was built from.
+    r"""A scalar whose value is the mean cost and whose ``.backward()`` gives the mean estimate.
 
-    ``"score"``: $\bar f + L - \operatorname{stop}(L)$ with
-    $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$ (value: the Monte
-    Carlo estimate of $\mathbb E[f]$; baselines as in :func:`expectation_grad`
-    except ``"optimal"``). ``"pathwise"``: $\bar f$ over ``rsample`` draws.
-    ``"measure_valued"``: $\sum_i \lambda_i \operatorname{stop}(\bar g_i)$ shifted to
-    value 0. Use it in a training loop (policy gradient, latent-variable models).
+    The gradient flows to the tensors ``dist`` was built from. Generic form (any
+    estimator): $\bar f + \lambda\cdot\operatorname{stop}(\bar g_\lambda) -
+    \operatorname{stop}(\lambda\cdot\bar g_\lambda)$ with $\lambda$ the distribution's
+    parameters; ``"score"`` uses $\bar f + L - \operatorname{stop}(L)$ with
+    $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$ and ``"pathwise"`` $\bar f$
+    over ``rsample`` draws, which have the same value and gradient. Use it in a training loop
+    (policy gradient, latent-variable models).
     """
+    check_callable(f, "f")
     check_distribution(dist, "dist")
-    check_num_samples(num_samples)
+    check_count(num_samples, "num_samples")
+    check_generator(generator)
     chosen = get_estimator(estimator)
-    if not callable(getattr(chosen, "surrogate_loss", None)):
+    if not isinstance(chosen, Estimator) and not callable(getattr(chosen, "surrogate_loss", None)):
         raise TypeError(f"estimator {estimator!r} has no surrogate_loss method")
     return chosen.surrogate_loss(f, dist, num_samples=num_samples, baseline=baseline, generator=generator)
 
@@ -180,7 +154,7 @@ def exact_expectation_grad(
     or ``Independent``), up to :data:`MAX_ENUMERATION` joint states. ``f`` is
     batched as in :func:`expectation_grad`. Returns a tensor shaped like ``theta``.
     """
-    theta = _check_theta(theta)
+    theta = check_theta(theta)
     leaf = theta.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         dist = check_distribution(make_dist(leaf))

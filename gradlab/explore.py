@@ -21,7 +21,6 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 
 from .compare import cosine_similarity, relative_error
-from .discrete import REBAR, RELAX, GumbelSoftmaxEstimator  # (before .relax: discrete re-exports relax)
 from .es import es_grad
 from . import problems
 from .finite_diff import fd_grad, forward_grad
@@ -34,7 +33,7 @@ from .problems import (
     quadratic_problem,
     wiggly_problem,
 )
-from .relax import discrete_logits
+from .relax import REBAR, RELAX, GumbelSoftmaxEstimator, discrete_logits
 
 __all__ = [
     "ExplorerEstimator",
@@ -80,7 +79,7 @@ class ExplorerEstimator:
         if self.requires_relaxation:
             try:
                 return discrete_logits(dist)[0] in ("bernoulli", "onehot")
-            except TypeError:
+            except (TypeError, ValueError):  # ValueError: gradlab.estimator.UnsupportedDistribution
                 return False
         return not self.requires_rsample or dist.has_rsample
 
@@ -198,7 +197,8 @@ def _relax(problem, *, num_samples, knob, generator):
 _TAU = dict(knob="tau", knob_range=(0.05, 5.0), knob_default=0.5, requires_relaxation=True)
 register_explorer_estimator(expectation_entry(GumbelSoftmaxEstimator,
                                               "Gumbel-softmax (relaxed)", name="gumbel_softmax", **_TAU))
-register_explorer_estimator(expectation_entry("straight_through", "straight-through", requires_relaxation=True))
+register_explorer_estimator(expectation_entry("st", "straight-through", name="straight_through",
+                                              requires_relaxation=True))
 register_explorer_estimator(expectation_entry(lambda tau: REBAR(eta=1.0, tau=tau), "REBAR (η = 1)", name="rebar",
                                               evaluations=lambda d, n: 3 * n, **_TAU))
 register_explorer_estimator(ExplorerEstimator("relax", "RELAX (adapted at θ)", _relax, kind="expectation",

@@ -12,7 +12,8 @@ The loss is the negative evidence lower bound
 The entropy is closed-form and the decoder's gradient is a plain average over samples; the
 encoder's logits $\lambda$ reach the loss only through $b$, so their gradient
 $\nabla_\lambda\mathbb E_{b\sim\mathrm{Bernoulli}(\sigma(\lambda))}[f(b)]$, $f(b) = -\log p(x\mid b)$,
-is estimated by any estimator of the one signature (:func:`gradlab.expectation_grad`'s).
+is estimated by any estimator of the one protocol (:func:`gradlab.expectation_grad`'s), per image
+with ``cost_fn(x, per_item=True)``.
 """
 from __future__ import annotations
 
@@ -60,12 +61,17 @@ class DiscreteVAE(nn.Module):
             with torch.no_grad():
                 self.decoder.bias.copy_(torch.logit(data_mean.clamp(0.02, 0.98)))
 
-    def cost_fn(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-        r"""$f(b) = -\sum_{\text{images}}\log p(x\mid b)$ with the decoder frozen: ``(S, batch, K) -> (S,)``."""
+    def cost_fn(self, x: torch.Tensor, per_item: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        r"""$f(b) = -\sum_{\text{images}}\log p(x\mid b)$ with the decoder frozen: ``(S, batch, K) -> (S,)``.
+
+        ``per_item=True``: one cost per sample and image, ``(S, batch)`` (the encoder's distribution
+        is batched over the images, so the estimators form their baselines per image).
+        """
         w, c = self.decoder.weight.detach(), self.decoder.bias.detach()
 
         def f(b: torch.Tensor) -> torch.Tensor:
-            return -Bernoulli(logits=b @ w.T + c, validate_args=False).log_prob(x).sum((-1, -2))
+            log_lik = Bernoulli(logits=b @ w.T + c, validate_args=False).log_prob(x).sum(-1)
+            return -log_lik if per_item else -log_lik.sum(-1)
 
         return f
 

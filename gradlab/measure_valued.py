@@ -36,17 +36,10 @@ from typing import Callable, Optional
 import torch
 from torch import distributions as D
 
-from .distributions import (
-    Estimator,
-    distribution_params,
-    draw,
-    evaluate_costs,
-    flatten_param_dict,
-    parameter_jacobian,
-    unwrap_independent,
-)
+from .distributions import draw, evaluate_costs, item_count, unwrap_independent
+from .estimator import Estimate, Estimator, register_estimator
 
-__all__ = ["MeasureValued", "SUPPORTED", "measure_valued_param_grads", "weibull", "double_sided_maxwell"]
+__all__ = ["MeasureValued", "SUPPORTED", "weibull", "double_sided_maxwell"]
 
 SUPPORTED = (D.Normal, D.Bernoulli, D.Categorical)
 _CHUNK_ELEMENTS = 2**22  # entries of perturbed samples evaluated per call of f
@@ -66,25 +59,21 @@ def double_sided_maxwell(shape, like: torch.Tensor, generator: Optional[torch.Ge
 
 
 def check_supported(dist: D.Distribution) -> D.Distribution:
-    base = unwrap_independent(dist)
-    if type(base) not in SUPPORTED:
-        names = ", ".join(t.__name__ for t in SUPPORTED)
-        raise ValueError(
-            f"estimator='measure_valued' supports {names} (and Independent products of them), "
-            f"got {type(dist).__name__}"
-        )
-    return base
+    """Deprecated: :meth:`MeasureValued.check` raises :class:`~gradlab.estimator.UnsupportedDistribution`."""
+    MeasureValued().check(dist)
+    return unwrap_independent(dist)
 
 
-def _replaced(f: Callable, x: torch.Tensor, coords: torch.Tensor, states: torch.Tensor, shape) -> torch.Tensor:
-    """f at ``x`` (N, d) with coordinate ``coords[j]`` set to ``states[:, j, s]``: shape (N, c, S)."""
+def _replaced(f: Callable, x: torch.Tensor, coords: torch.Tensor, states: torch.Tensor, shape, items) -> torch.Tensor:
+    """f at ``x`` (N, d) with coordinate ``coords[j]`` set to ``states[:, j, s]`` (costs summed over items): (N, c, S)."""
     count, dim = x.shape
     _, num_coords, num_states = states.shape
     points = x[:, None, None, :].expand(count, num_coords, num_states, dim).clone()
     index = coords.view(1, -1, 1, 1).expand(count, num_coords, num_states, 1)
     points.scatter_(3, index, states.unsqueeze(-1).to(points.dtype))
     total = count * num_coords * num_states
-    values = evaluate_costs(f, points.reshape(total, *shape), total)
+    values = evaluate_costs(f, points.reshape(total, *shape), total, items=items)
+    values = values.sum(1) if values.dim() == 2 else values
     return values.reshape(count, num_coords, num_states)
 
 
@@ -93,84 +82,82 @@ def _chunks(coords: torch.Tensor, per_coord: int):
     return coords.split(size) if coords.numel() else ()
 
 
-def measure_valued_param_grads(
-    f: Callable,
-    dist: D.Distribution,
-    num_samples: int,
-    *,
-    generator: Optional[torch.Generator] = None,
-    needed: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """Per-sample weak-derivative estimates w.r.t. the flat parameters of ``dist``: shape (N, P).
-
-    ``needed`` (bool, (P,)) skips the parameters it marks False (their columns stay 0).
-    """
-    base = check_supported(dist)
-    params = distribution_params(dist)
-    x = draw(dist, (num_samples,), generator=generator)
-    shape = tuple(x.shape[1:])
-    flat_x = x.reshape(num_samples, -1)
-    dim = flat_x.shape[1]
-    total = sum(v.numel() for v in params.values())
-    needed = torch.ones(total, dtype=torch.bool) if needed is None else needed.cpu()
-    dtype = next(iter(params.values())).dtype
-    grads = torch.zeros(num_samples, total, dtype=dtype, device=x.device)
-    if type(base) is D.Normal:
-        loc, scale = base.loc.detach().reshape(-1), base.scale.detach().reshape(-1)
-        for offset, kind in ((0, "loc"), (dim, "scale")):
-            coords = torch.nonzero(needed[offset:offset + dim]).flatten().to(x.device)
-            for chunk in _chunks(coords, 2 * num_samples * dim):
-                mu, sigma = loc[chunk], scale[chunk]
-                if kind == "loc":
-                    w = weibull((num_samples, chunk.numel()), loc, generator)
-                    states = torch.stack([mu + sigma * w, mu - sigma * w], dim=-1)
-                    const = 1.0 / (sigma * math.sqrt(2 * math.pi))
-                else:
-                    m = double_sided_maxwell((num_samples, chunk.numel()), loc, generator)
-                    u = torch.rand(m.shape, generator=generator, dtype=loc.dtype, device=loc.device)
-                    states = torch.stack([mu + sigma * m, mu + sigma * m * u], dim=-1)
-                    const = 1.0 / sigma
-                values = _replaced(f, flat_x, chunk, states, shape)
-                grads[:, offset + chunk] = const * (values[..., 0] - values[..., 1])
-        return grads
-    probs = base.probs.detach()
-    if type(base) is D.Bernoulli:
-        probs = probs.reshape(-1)
-        coords = torch.nonzero(needed).flatten().to(x.device)
-        for chunk in _chunks(coords, 2 * num_samples * dim):
-            states = torch.tensor([1.0, 0.0], dtype=x.dtype, device=x.device).expand(num_samples, chunk.numel(), 2)
-            values = _replaced(f, flat_x, chunk, states, shape)
-            grads[:, chunk] = values[..., 0] - values[..., 1]
-        return grads
-    classes = probs.shape[-1]  # Categorical: the parameter block of coordinate i is i*K ... i*K + K - 1
-    coords = torch.nonzero(needed.reshape(dim, classes).any(1)).flatten().to(x.device)
-    for chunk in _chunks(coords, classes * num_samples * dim):
-        states = torch.arange(classes, device=x.device).expand(num_samples, chunk.numel(), classes)
-        values = _replaced(f, flat_x, chunk, states, shape)
-        cols = (chunk.unsqueeze(1) * classes + torch.arange(classes, device=x.device)).flatten()
-        grads[:, cols] = values.reshape(num_samples, -1).to(grads.dtype)
-    return grads
-
-
 class MeasureValued(Estimator):
     """The measure-valued estimator; registered as ``"measure_valued"``."""
 
     name = "measure_valued"
+    needs_f = "black box"
+    skips_constant_params = True
+    cost = "1 + 2 evaluations of f per Normal/Bernoulli parameter and K per Categorical coordinate, per sample"
 
     def check(self, dist: D.Distribution) -> None:
-        check_supported(dist)
+        if type(unwrap_independent(dist)) not in SUPPORTED:
+            names = ", ".join(t.__name__ for t in SUPPORTED)
+            raise self.unsupported(dist, f"{names} (or Independent products of them)")
 
     def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
-        jacobian = parameter_jacobian(make_dist, theta)
-        needed = jacobian.abs().sum(1) > 0
-        with torch.no_grad():
-            grads = measure_valued_param_grads(f, dist, num_samples, generator=generator, needed=needed)
-        return grads.to(jacobian.dtype) @ jacobian
+        """Deprecated: the hook of the protocol before :mod:`gradlab.estimator` (the labs list it); (N, D)."""
+        return self.theta_estimate(
+            f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
+        ).grads.reshape(num_samples, -1)
 
-    def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
-        r"""$\sum_i \lambda_i\,\operatorname{stop}(\bar g_i)$ (value shifted to 0): its gradient is the estimate."""
-        with torch.no_grad():
-            mean = measure_valued_param_grads(f, dist, num_samples, generator=generator).mean(0)
-        flat = flatten_param_dict(distribution_params(dist))
-        term = (flat * mean.to(flat.dtype)).sum()
-        return term - term.detach()
+    def surrogate(self, f, dist, *, num_samples, baseline, generator) -> torch.Tensor:
+        r"""The generic surrogate: value the mean cost, gradient $\sum_i \lambda_i\,\operatorname{stop}(\bar g_i)$."""
+        return super().surrogate(f, dist, num_samples=num_samples, baseline=baseline, generator=generator)
+
+    @torch.no_grad()
+    def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False, needed=None):
+        """Per-sample weak-derivative estimates w.r.t. the flat parameters of ``dist``: (N, P).
+
+        ``needed`` (bool, (P,)) skips the parameters it marks False (their columns stay 0).
+        """
+        base = unwrap_independent(dist)
+        params = lam
+        x = draw(dist, (num_samples,), generator=generator)
+        items = item_count(dist)
+        costs = evaluate_costs(f, x, num_samples, items=items)
+        shape = tuple(x.shape[1:])
+        flat_x = x.reshape(num_samples, -1)
+        dim = flat_x.shape[1]
+        total = sum(v.numel() for v in params.values())
+        needed = torch.ones(total, dtype=torch.bool) if needed is None else needed.cpu()
+        dtype = next(iter(params.values())).dtype
+        grads = torch.zeros(num_samples, total, dtype=dtype, device=x.device)
+        if type(base) is D.Normal:
+            loc, scale = base.loc.detach().reshape(-1), base.scale.detach().reshape(-1)
+            for offset, kind in ((0, "loc"), (dim, "scale")):
+                coords = torch.nonzero(needed[offset:offset + dim]).flatten().to(x.device)
+                for chunk in _chunks(coords, 2 * num_samples * dim):
+                    mu, sigma = loc[chunk], scale[chunk]
+                    if kind == "loc":
+                        w = weibull((num_samples, chunk.numel()), loc, generator)
+                        states = torch.stack([mu + sigma * w, mu - sigma * w], dim=-1)
+                        const = 1.0 / (sigma * math.sqrt(2 * math.pi))
+                    else:
+                        m = double_sided_maxwell((num_samples, chunk.numel()), loc, generator)
+                        u = torch.rand(m.shape, generator=generator, dtype=loc.dtype, device=loc.device)
+                        states = torch.stack([mu + sigma * m, mu + sigma * m * u], dim=-1)
+                        const = 1.0 / sigma
+                    values = _replaced(f, flat_x, chunk, states, shape, items)
+                    grads[:, offset + chunk] = const * (values[..., 0] - values[..., 1])
+            return Estimate(costs, grads)
+        probs = base.probs.detach()
+        if type(base) is D.Bernoulli:
+            probs = probs.reshape(-1)
+            coords = torch.nonzero(needed).flatten().to(x.device)
+            for chunk in _chunks(coords, 2 * num_samples * dim):
+                states = torch.tensor([1.0, 0.0], dtype=x.dtype, device=x.device).expand(num_samples, chunk.numel(), 2)
+                values = _replaced(f, flat_x, chunk, states, shape, items)
+                grads[:, chunk] = values[..., 0] - values[..., 1]
+            return Estimate(costs, grads)
+        classes = probs.shape[-1]  # Categorical: the parameter block of coordinate i is i*K ... i*K + K - 1
+        coords = torch.nonzero(needed.reshape(dim, classes).any(1)).flatten().to(x.device)
+        for chunk in _chunks(coords, classes * num_samples * dim):
+            states = torch.arange(classes, device=x.device).expand(num_samples, chunk.numel(), classes)
+            values = _replaced(f, flat_x, chunk, states, shape, items)
+            cols = (chunk.unsqueeze(1) * classes + torch.arange(classes, device=x.device)).flatten()
+            grads[:, cols] = values.reshape(num_samples, -1).to(grads.dtype)
+        return Estimate(costs, grads)
+
+
+register_estimator("measure_valued", MeasureValued())

@@ -18,26 +18,15 @@ from __future__ import annotations
 import torch
 from torch import distributions as D
 
-from .distributions import (
-    Estimator,
-    distribution_params,
-    draw,
-    evaluate_costs,
-    parameter_jacobian,
-    per_sample_param_grads,
-    rebuild,
-    repeat_params,
-)
+from .distributions import draw, evaluate_costs, item_count, per_sample_param_grads, rebuild, repeat_params
+from .estimator import Estimate, Estimator, register_estimator
 
 __all__ = ["Pathwise", "check_rsample", "check_differentiable"]
 
 
 def check_rsample(dist: D.Distribution) -> None:
-    if not dist.has_rsample:
-        raise ValueError(
-            f"estimator='pathwise' needs make_dist(theta) to be reparameterizable (has_rsample); "
-            f"{type(dist).__name__} is not: use estimator='score' or 'measure_valued'"
-        )
+    """Deprecated: :meth:`Pathwise.check` raises :class:`~gradlab.estimator.UnsupportedDistribution`."""
+    Pathwise().check(dist)
 
 
 def check_differentiable(values: torch.Tensor, x: torch.Tensor) -> None:
@@ -52,22 +41,36 @@ class Pathwise(Estimator):
     """The pathwise estimator; registered as ``"pathwise"``."""
 
     name = "pathwise"
+    needs_f = "differentiable"
+    cost = "1 evaluation of f per sample and one batched backward pass through f and the sampler"
 
     def check(self, dist: D.Distribution) -> None:
-        check_rsample(dist)
+        if not dist.has_rsample:
+            raise self.unsupported(
+                dist, "a reparameterizable distribution (has_rsample): use estimator='score' or 'measure_valued'"
+            )
 
-    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
-        copies = repeat_params(distribution_params(dist), num_samples)
+    def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False) -> Estimate:
+        copies = repeat_params(lam, num_samples)
         with torch.enable_grad():
             x = draw(rebuild(dist, copies), (), generator=generator, reparameterized=True)
-            values = evaluate_costs(f, x, num_samples)
+            values = evaluate_costs(f, x, num_samples, items=item_count(dist))
             check_differentiable(values, x)
-            per_param = per_sample_param_grads(values.sum(), copies)
-        return per_param @ parameter_jacobian(make_dist, theta)
+            grads = per_sample_param_grads(values.sum(), copies)
+        return Estimate(values.detach(), grads)
 
-    def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
+    def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
+        """Deprecated: the hook of the protocol before :mod:`gradlab.estimator` (the labs list it); (N, D)."""
+        return self.theta_estimate(
+            f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
+        ).grads.reshape(num_samples, -1)
+
+    def surrogate(self, f, dist, *, num_samples, baseline, generator) -> torch.Tensor:
         r"""$\frac1N \sum_n f(x_n)$ with $x_n$ from ``rsample``: its gradient is the pathwise estimate."""
         x = draw(dist, (num_samples,), generator=generator, reparameterized=True)
-        values = evaluate_costs(f, x, num_samples)
+        values = evaluate_costs(f, x, num_samples, items=item_count(dist))
         check_differentiable(values, x)
-        return values.mean()
+        return (values.sum(1) if values.dim() == 2 else values).mean()
+
+
+register_estimator("pathwise", Pathwise())

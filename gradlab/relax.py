@@ -1,14 +1,14 @@
-r"""Gradient estimators for discrete distributions in the one estimator signature.
+r"""Gradient estimators for discrete distributions, in the one protocol (:mod:`gradlab.estimator`).
 
-Each estimator is an object with
-
-``per_sample_grads(f, make_dist, theta, *, num_samples, baseline=None, generator=None)``
-
-returning ``num_samples`` estimates of $\nabla_\theta\,\mathbb E_{b\sim p_\theta}[f(b)]$ stacked on
-dim 0, for ``make_dist(theta)`` a ``Bernoulli``, ``Categorical`` or ``OneHotCategorical``
-(optionally wrapped in ``Independent``). All of them work on the distribution's logits
-$\lambda(\theta)$: they estimate $\nabla_\lambda$ per sample, then apply the chain rule
+Each is a :class:`DiscreteEstimator`: an :class:`~gradlab.estimator.Estimator` whose
+parameters $\lambda$ are the **logits** of ``make_dist(theta)`` (a ``Bernoulli``,
+``Categorical`` or ``OneHotCategorical``, optionally wrapped in ``Independent``), and an
+``nn.Module`` for the learnable parts of REBAR and RELAX. The hook :meth:`~DiscreteEstimator.lambda_grads`
+estimates $\nabla_\lambda$ per sample; the base class applies the chain rule
 $\nabla_\theta = (\partial\lambda/\partial\theta)^\top\nabla_\lambda$ to every sample at once.
+Registered: ``"concrete"`` (Gumbel-softmax, $\tau = 0.5$), ``"st"`` (straight-through,
+identity), ``"rebar"`` ($\eta = 1$, $\tau = 0.5$) and ``"relax"`` (a fixed per-coordinate
+network $r_\phi$); ``"gumbel_softmax"`` and ``"straight_through"`` are deprecated aliases.
 
 **REBAR / RELAX** (Tucker et al. 2017; Grathwohl et al. 2018). With $z = \lambda + \text{noise}$
 the continuous variable behind the sample, $b = H(z)$ (a threshold or an argmax), and
@@ -35,104 +35,114 @@ from typing import Callable, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Bernoulli, Categorical, Distribution, OneHotCategorical
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, OneHotCategorical
 
-from .checks import check_callable, check_count, check_tensor
+from .checks import check_count
 from .discrete import (
     BernoulliStraightThrough,
     CategoricalStraightThrough,
-    check_generator,
     check_tau,
     hard_with_soft_grad,
     perturb,
     uniform,
 )
-from .distributions import check_distribution, evaluate_costs, unwrap_independent
-from .expectation import register_estimator
+from .distributions import check_distribution, evaluate_costs, item_count, unwrap_independent
+from .estimator import Estimate, Estimator, UnsupportedDistribution, describe, register_estimator
 
 __all__ = [
     "REBAR",
     "RELAX",
+    "DiscreteEstimator",
     "ControlVariateEstimator",
     "GumbelSoftmaxEstimator",
     "StraightThroughEstimator",
+    "CoordinateSurrogate",
     "discrete_logits",
+    "sample_z_b_ztilde",
 ]
+
+DISCRETE = "a Bernoulli, Categorical or OneHotCategorical distribution (optionally Independent)"
 
 
 # --------------------------------------------------------------------------- the distribution's logits
+def discrete_kind(dist: Distribution) -> Optional[str]:
+    """``"bernoulli"``, ``"onehot"``, ``"categorical"`` (samples are indices) or None."""
+    base = unwrap_independent(dist)
+    if isinstance(base, Bernoulli):
+        return "bernoulli"
+    if isinstance(base, OneHotCategorical):
+        return "onehot"
+    if isinstance(base, Categorical):
+        return "categorical"
+    return None
+
+
 def discrete_logits(dist: Distribution) -> Tuple[str, torch.Tensor]:
     """``(kind, logits)`` of a Bernoulli / Categorical / OneHotCategorical (``Independent`` is unwrapped).
 
-    ``kind`` is ``"bernoulli"``, ``"categorical"`` (samples are indices) or ``"onehot"``.
     Categorical logits come normalised (log-probabilities), as torch stores them.
+    Raises :class:`~gradlab.estimator.UnsupportedDistribution` for any other distribution.
     """
-    base = unwrap_independent(check_distribution(dist))
-    if isinstance(base, Bernoulli):
-        return "bernoulli", base.logits
-    if isinstance(base, OneHotCategorical):
-        return "onehot", base.logits
-    if isinstance(base, Categorical):
-        return "categorical", base.logits
-    raise TypeError(
-        "make_dist(theta) must return a Bernoulli, Categorical or OneHotCategorical distribution "
-        f"(optionally Independent), got {type(dist).__name__}"
-    )
+    kind = discrete_kind(check_distribution(dist))
+    if kind is None:
+        raise UnsupportedDistribution(f"make_dist(theta) must be {DISCRETE}; got {describe(dist)}")
+    return kind, unwrap_independent(dist).logits
 
 
-def check_call(f: object, make_dist: object, theta: object, num_samples: object) -> torch.Tensor:
-    check_callable(f, "f")
-    check_callable(make_dist, "make_dist")
-    check_count(num_samples, "num_samples")
-    return check_tensor(theta, "theta")
+def costs(f: Callable, x: torch.Tensor, num_samples: int, items: Optional[int] = None) -> torch.Tensor:
+    """``f(x)``, checked to be finite with one cost per sample (N,) or per sample and item (N, B)."""
+    return evaluate_costs(f, x, num_samples, items=items)
 
 
-def costs(f: Callable, x: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """``f(x)``, checked to be finite with one cost per sample, shape ``(num_samples,)``."""
-    return evaluate_costs(f, x, num_samples)
+def total(values: torch.Tensor) -> torch.Tensor:
+    """Per-item costs (N, B) summed to one per sample (N,): the joint objective, estimated unbiasedly."""
+    return values.sum(1) if values.dim() == 2 else values
 
 
-def chain_to_theta(lam: torch.Tensor, theta: torch.Tensor, g_lam: torch.Tensor, create_graph: bool) -> torch.Tensor:
-    r"""Per-sample $(\partial\lambda/\partial\theta)^\top g_i$ for a batch of $g_i$ (one vmapped backward pass)."""
-    if lam is theta:
-        return g_lam
-    (g,) = torch.autograd.grad(
-        lam, theta, grad_outputs=g_lam, is_grads_batched=True, create_graph=create_graph, allow_unused=True
-    )
-    return torch.zeros_like(g_lam[:1]).expand(g_lam.shape[0], *theta.shape) if g is None else g
+class DiscreteEstimator(Estimator, nn.Module):
+    """Estimators over the logits of a discrete distribution (hook: :meth:`lambda_grads`)."""
 
+    relaxes = True  # evaluates f on relaxed inputs (so Categorical index samples are unsupported)
+    needs_f = "differentiable on relaxed inputs"
 
-class DiscreteEstimator(nn.Module):
-    """Common frame: logits once, per-sample logits as a leaf, an estimate of grad wrt them, chain rule to theta."""
+    def __init__(self):
+        nn.Module.__init__(self)
 
-    def lambda_grads(self, f, kind, lam, *, generator, create_graph) -> torch.Tensor:  # pragma: no cover
+    def check(self, dist: Distribution) -> None:
+        kind = discrete_kind(dist)
+        if kind is None:
+            raise self.unsupported(dist, DISCRETE)
+        if kind == "categorical" and self.relaxes:
+            raise self.unsupported(
+                dist, "f on relaxed samples, which a Categorical's index samples cannot express: use "
+                "OneHotCategorical (f then receives one-hot vectors and simplex points)"
+            )
+
+    def params(self, dist: Distribution) -> dict:
+        """``{"logits": ...}`` (``"base.logits"`` under each ``Independent``, as :func:`~gradlab.distributions.rebuild` reads)."""
+        prefix = ""
+        while isinstance(dist, Independent):
+            dist, prefix = dist.base_dist, prefix + "base."
+        return {prefix + "logits": dist.logits}
+
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph, items=None) -> Estimate:  # pragma: no cover
+        """``Estimate(costs, grads shaped like lam)`` for per-sample logits ``lam`` (N, *logits.shape), a leaf."""
         raise NotImplementedError
 
-    def estimate(self, f, make_dist, theta, *, num_samples, generator=None, create_graph=False) -> torch.Tensor:
-        theta = check_call(f, make_dist, theta, num_samples)
-        generator = check_generator(generator)
+    def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False) -> Estimate:
+        kind = discrete_kind(dist)
+        (logits,) = lam.values()
         with torch.enable_grad():
-            theta_leaf = theta.detach().requires_grad_(True)
-            kind, lam = discrete_logits(make_dist(theta_leaf))
-            lam_rep = lam.detach().expand(num_samples, *lam.shape).clone().requires_grad_(True)
-            g_lam = self.lambda_grads(f, kind, lam_rep, generator=generator, create_graph=create_graph)
-            g = chain_to_theta(lam, theta_leaf, g_lam, create_graph)
-        return g.reshape(num_samples, *theta.shape)
+            lam_rep = logits.expand(num_samples, *logits.shape).clone().requires_grad_(True)
+            est = self.lambda_grads(f, kind, lam_rep, generator=generator, create_graph=create_graph,
+                                    items=item_count(dist))
+        return Estimate(est.costs.detach(), est.grads.reshape(num_samples, -1))
 
-    def per_sample_grads(
-        self,
-        f: Callable[[torch.Tensor], torch.Tensor],
-        make_dist: Callable[[torch.Tensor], Distribution],
-        theta: torch.Tensor,
-        *,
-        num_samples: int,
-        baseline: Optional[object] = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> torch.Tensor:
-        """``num_samples`` estimates of the gradient of ``E f(b)``, shape ``(num_samples, *theta.shape)``."""
-        if baseline is not None:
-            raise ValueError(f"baseline must be None for {type(self).__name__}, got {baseline!r}")
-        return self.estimate(f, make_dist, theta, num_samples=num_samples, generator=generator).detach()
+    def estimate(self, f, make_dist, theta, *, num_samples, generator=None, create_graph=False) -> torch.Tensor:
+        """Per-sample estimates (N, *theta.shape); with ``create_graph`` differentiable in this module's parameters."""
+        return self.theta_estimate(
+            f, make_dist, theta, num_samples=num_samples, generator=generator, create_graph=create_graph
+        ).grads
 
 
 def relax_sample(x: torch.Tensor, kind: str, tau) -> torch.Tensor:
@@ -142,31 +152,38 @@ def relax_sample(x: torch.Tensor, kind: str, tau) -> torch.Tensor:
     return torch.softmax(x / tau, dim=-1)
 
 
-def check_relaxable(kind: str, who: str) -> None:
-    if kind == "categorical":
-        raise ValueError(
-            f"{who} evaluates f on relaxed samples, which a Categorical's index samples cannot express: "
-            "use make_dist returning OneHotCategorical (f then receives one-hot vectors and simplex points)"
-        )
-
-
 # --------------------------------------------------------------------------- the relaxations' estimators
 class GumbelSoftmaxEstimator(DiscreteEstimator):
-    r"""Pathwise gradient of the *relaxed* objective $\mathbb E[f(\sigma_\tau(\lambda + \text{noise}))]$ (biased for the discrete one)."""
+    r"""Pathwise gradient of the *relaxed* objective $\mathbb E[f(\sigma_\tau(\lambda + \text{noise}))]$ (biased for the discrete one).
+
+    Registered as ``"concrete"`` with $\tau = 0.5$ (deprecated alias ``"gumbel_softmax"``).
+    """
+
+    name = "concrete"
+    unbiased = False
+    cost = "1 evaluation of f (at a relaxed sample) per sample and one batched backward pass"
 
     def __init__(self, tau: float = 0.5):
         super().__init__()
         self.tau = check_tau(tau)
 
-    def lambda_grads(self, f, kind, lam, *, generator, create_graph):
-        check_relaxable(kind, "GumbelSoftmaxEstimator")
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph, items=None) -> Estimate:
         relaxed = relax_sample(perturb(lam, kind, generator), kind, self.tau)
-        (g,) = torch.autograd.grad(costs(f, relaxed, lam.shape[0]).sum(), lam, create_graph=create_graph)
-        return g
+        values = costs(f, relaxed, lam.shape[0], items)
+        (g,) = torch.autograd.grad(values.sum(), lam, create_graph=create_graph)
+        return Estimate(values, g)
 
 
 class StraightThroughEstimator(DiscreteEstimator):
-    r"""Straight-through: $f$ at an exact sample $b$, backward as if $b$ were $p$ (``"identity"``) or the relaxation (``"gumbel"``)."""
+    r"""Straight-through: $f$ at an exact sample $b$, backward as if $b$ were $p$ (``"identity"``) or the relaxation (``"gumbel"``).
+
+    Registered as ``"st"`` with ``method="identity"`` (deprecated alias ``"straight_through"``).
+    """
+
+    name = "st"
+    unbiased = False
+    needs_f = "differentiable (on [0, 1] / the simplex)"
+    cost = "1 evaluation of f per sample and one batched backward pass"
 
     def __init__(self, method: str = "identity", tau: float = 1.0):
         super().__init__()
@@ -175,8 +192,7 @@ class StraightThroughEstimator(DiscreteEstimator):
         self.method = method
         self.tau = check_tau(tau)
 
-    def lambda_grads(self, f, kind, lam, *, generator, create_graph):
-        check_relaxable(kind, "StraightThroughEstimator")
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph, items=None) -> Estimate:
         if self.method == "gumbel":
             b = hard_with_soft_grad(relax_sample(perturb(lam, kind, generator), kind, self.tau), kind)
         elif kind == "bernoulli":
@@ -184,8 +200,9 @@ class StraightThroughEstimator(DiscreteEstimator):
         else:
             index = perturb(lam.detach(), kind, generator).argmax(dim=-1)
             b = CategoricalStraightThrough.apply(torch.softmax(lam, dim=-1), index)
-        (g,) = torch.autograd.grad(costs(f, b, lam.shape[0]).sum(), lam, create_graph=create_graph)
-        return g
+        values = costs(f, b, lam.shape[0], items)
+        (g,) = torch.autograd.grad(values.sum(), lam, create_graph=create_graph)
+        return Estimate(values, g)
 
 
 # --------------------------------------------------------------------------- REBAR and RELAX
@@ -235,9 +252,12 @@ class ControlVariateEstimator(DiscreteEstimator):
     r"""The REBAR/RELAX estimator for the control variate $c(z) = \eta\, f(\sigma_\tau(z)) + r_\phi(z)$.
 
     Either term may be absent (``rebar_term=False``; ``surrogate=None``). $\eta$ and $\log\tau$ are
-    parameters; with the surrogate's, they are adapted by :meth:`adapt_step` / :meth:`grads_and_variance`.
-    The estimate is unbiased for every value of them.
+    parameters; with the network's ($r_\phi$, the attribute ``r_phi``), they are adapted by
+    :meth:`adapt_step` / :meth:`grads_and_variance`. The estimate is unbiased for every value of them.
     """
+
+    unbiased = True
+    cost = "3 evaluations of f per sample (at b, sigma(z), sigma(z~)) and one batched backward pass"
 
     def __init__(self, surrogate: Optional[Callable], *, rebar_term: bool, eta: float, tau: float):
         super().__init__()
@@ -246,8 +266,11 @@ class ControlVariateEstimator(DiscreteEstimator):
             raise TypeError(f"surrogate must be an nn.Module or callable, got {type(surrogate).__name__}")
         if surrogate is None and not rebar_term:
             raise ValueError("a control variate needs the REBAR term, a surrogate, or both")
-        self.surrogate = surrogate
+        self.r_phi = surrogate
         self.rebar_term = bool(rebar_term)
+        self.relaxes = self.rebar_term
+        if not self.rebar_term:
+            self.needs_f = "black box"
         self.eta = nn.Parameter(torch.tensor(float(eta)))
         self.log_tau = nn.Parameter(torch.tensor(float(tau)).log())
 
@@ -255,29 +278,28 @@ class ControlVariateEstimator(DiscreteEstimator):
     def tau(self) -> torch.Tensor:
         return self.log_tau.exp()
 
-    def control_variate(self, f: Callable, kind: str, z: torch.Tensor) -> torch.Tensor:
+    def control_variate(self, f: Callable, kind: str, z: torch.Tensor, items: Optional[int] = None) -> torch.Tensor:
         """$c(z)$ for a batch of $z$, shape ``(num_samples,)``."""
         n = z.shape[0]
         out = torch.zeros(n, dtype=z.dtype, device=z.device)
         if self.rebar_term:
-            out = out + self.eta.to(z.dtype) * costs(f, relax_sample(z, kind, self.tau.to(z.dtype)), n)
-        if self.surrogate is not None:
-            r = self.surrogate(z.to(module_dtype(self.surrogate, z.dtype)))
+            relaxed = relax_sample(z, kind, self.tau.to(device=z.device, dtype=z.dtype))
+            out = out + self.eta.to(device=z.device, dtype=z.dtype) * total(costs(f, relaxed, n, items))
+        if self.r_phi is not None:
+            r = self.r_phi(z.to(module_dtype(self.r_phi, z.dtype)))
             out = out + r.to(z.dtype).reshape(n)
         return out
 
-    def lambda_grads(self, f, kind, lam, *, generator, create_graph):
-        if self.rebar_term:
-            check_relaxable(kind, type(self).__name__)
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph, items=None) -> Estimate:
         n = lam.shape[0]
         z, b, score, z_tilde = sample_z_b_ztilde(kind, lam, generator)
-        f_b = costs(f, b, n).detach()
-        c_z = self.control_variate(f, kind, z)
-        c_tilde = self.control_variate(f, kind, z_tilde)
+        values = costs(f, b, n, items).detach()
+        c_z = self.control_variate(f, kind, z, items)
+        c_tilde = self.control_variate(f, kind, z_tilde, items)
         (g_c,) = torch.autograd.grad((c_z - c_tilde).sum(), lam, create_graph=create_graph)
-        weight = (f_b - c_tilde).reshape(n, *([1] * (lam.dim() - 1)))
+        weight = (total(values) - c_tilde).reshape(n, *([1] * (lam.dim() - 1)))
         g = weight * score + g_c
-        return g if create_graph else g.detach()
+        return Estimate(values, g if create_graph else g.detach())
 
     def grads_and_variance(
         self, f, make_dist, theta, *, num_samples: int, generator: Optional[torch.Generator] = None
@@ -287,13 +309,18 @@ class ControlVariateEstimator(DiscreteEstimator):
         Because $\hat g$ is unbiased for every parameter value, $\nabla_\phi\,\mathbb E\|\hat g\|^2
         = \nabla_\phi \operatorname{Var}\hat g$: backpropagating this loss and stepping an optimizer
         over ``self.parameters()`` is the variance adaptation of Tucker et al. and Grathwohl et al.
+        The estimate returned is the one the loss was computed from (one forward pass for both).
         """
         g = self.estimate(f, make_dist, theta, num_samples=num_samples, generator=generator, create_graph=True)
         loss = g.reshape(num_samples, -1).pow(2).sum(dim=1).mean()
         return g.detach(), loss
 
     def adapt_step(self, optimizer: torch.optim.Optimizer, f, make_dist, theta, *, num_samples: int, generator=None):
-        """One variance-minimising step of ``optimizer`` (over this estimator's parameters); returns the estimates."""
+        """One variance-minimising step of ``optimizer`` (over this estimator's parameters); returns the estimates.
+
+        The estimates returned are those of the step (computed before it): use them as the
+        gradient estimate of this iteration, instead of a second call of :meth:`per_sample_grads`.
+        """
         g, loss = self.grads_and_variance(f, make_dist, theta, num_samples=num_samples, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -302,22 +329,55 @@ class ControlVariateEstimator(DiscreteEstimator):
 
 
 class REBAR(ControlVariateEstimator):
-    r"""REBAR (Tucker et al. 2017): $c(z) = \eta\, f(\sigma_\tau(z))$ with learnable $\eta$ and $\log\tau$."""
+    r"""REBAR (Tucker et al. 2017): $c(z) = \eta\, f(\sigma_\tau(z))$ with learnable $\eta$ and $\log\tau$.
+
+    Registered as ``"rebar"`` ($\eta = 1$, $\tau = 0.5$, never adapted).
+    """
+
+    name = "rebar"
 
     def __init__(self, eta: float = 1.0, tau: float = 0.5):
         super().__init__(None, rebar_term=True, eta=eta, tau=tau)
 
 
+class CoordinateSurrogate(nn.Module):
+    r"""$r_\phi(z) = \sum_i \mathrm{MLP}(z_i)$: one small network applied to every coordinate of $z$, any shape.
+
+    Initialised from ``seed`` (the global random state is left untouched); ``zero_output=True``
+    starts the output layer at zero (then RELAX starts as REBAR).
+    """
+
+    def __init__(self, hidden: int = 8, *, seed: int = 0, zero_output: bool = False):
+        super().__init__()
+        check_count(hidden, "hidden")
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in (self.net[0], self.net[2]):
+                bound = 1.0 / layer.in_features**0.5
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+            if zero_output:
+                self.net[2].weight.zero_()
+                self.net[2].bias.zero_()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.reshape(z.shape[0], -1, 1)).sum((1, 2))
+
+
 class RELAX(ControlVariateEstimator):
     r"""RELAX (Grathwohl et al. 2018): $c(z) = \eta\, f(\sigma_\tau(z)) + r_\phi(z)$ with a learned $r_\phi$.
 
-    ``surrogate`` is $r_\phi$: a module (or callable) mapping $z$ of shape ``(num_samples, *event)`` to
-    ``(num_samples,)`` or ``(num_samples, 1)``. ``None`` builds a one-hidden-layer network with
-    ``hidden`` ELU units on the flattened $z$ (``num_inputs`` features; ``None`` infers them at the
-    first call, so call the estimator once before creating an optimizer over its parameters); its
-    output layer starts at zero, so RELAX starts as REBAR. ``rebar_term=False`` drops
-    $\eta f(\sigma_\tau(z))$, and $f$ then need not accept relaxed inputs (a black-box $f$ is fine).
+    ``surrogate`` is $r_\phi$ (kept as the attribute ``r_phi``): a module (or callable) mapping $z$ of
+    shape ``(num_samples, *event)`` to ``(num_samples,)`` or ``(num_samples, 1)``. ``None`` builds a
+    one-hidden-layer network with ``hidden`` ELU units on the flattened $z$ (``num_inputs`` features;
+    ``None`` infers them at the first call, so call the estimator once before creating an optimizer
+    over its parameters); its output layer starts at zero, so RELAX starts as REBAR.
+    ``rebar_term=False`` drops $\eta f(\sigma_\tau(z))$, and $f$ then need not accept relaxed inputs
+    (a black-box $f$ is fine). Registered as ``"relax"`` with a fixed :class:`CoordinateSurrogate`.
     """
+
+    name = "relax"
 
     def __init__(
         self,
@@ -339,5 +399,7 @@ class RELAX(ControlVariateEstimator):
         super().__init__(surrogate, rebar_term=rebar_term, eta=eta, tau=tau)
 
 
-register_estimator("gumbel_softmax", GumbelSoftmaxEstimator(0.5))
-register_estimator("straight_through", StraightThroughEstimator("identity"))
+register_estimator("concrete", GumbelSoftmaxEstimator(0.5))
+register_estimator("st", StraightThroughEstimator("identity"))
+register_estimator("rebar", REBAR())
+register_estimator("relax", RELAX(CoordinateSurrogate(8, seed=0)))

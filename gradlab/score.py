@@ -12,9 +12,11 @@ evaluation of $f$ and a share of one batched backward pass through ``log_prob``.
 parameters $\lambda$ are closed forms for Normal, Bernoulli and Categorical (and their
 ``Independent`` products; :mod:`gradlab.score_fastpath`); for other families they come
 from ONE forward and ONE backward pass with the parameters repeated once per sample. The
-baseline is applied on $\lambda$ and the chain rule to $\theta$ comes last
-($\hat g_\theta = J^\top \hat g_\lambda$, a product with $\operatorname{diag}J$ when
-``make_dist`` is elementwise in $\theta$). For a distribution whose parameters gradlab
+baseline is applied on $\lambda$ (a per-coordinate one, ``"optimal"``, per coordinate of
+$\lambda$) and the chain rule to $\theta$ comes last, in the base class of the one protocol
+(:mod:`gradlab.estimator`, :mod:`gradlab.chain`: $\hat g_\theta = J^\top \hat g_\lambda$, a product with
+$\operatorname{diag}J$ when ``make_dist`` is elementwise in $\theta$).
+:func:`score_param_grads` is the hook's body, usable on its own. For a distribution whose parameters gradlab
 cannot read, forward-mode AD gives the Jacobian of the per-sample log-probs with respect
 to $\theta$ (one pass per coordinate of $\theta$).
 
@@ -38,49 +40,37 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import distributions as D
 
-from .checks import check_finite
 from .control_variates import Baseline, ScoreBatch, resolve_baseline
-from .distributions import Estimator, draw
-from .score_fastpath import autograd_scores, closed_form_scores, flat_rows, score_params, theta_chain
+from .distributions import draw, evaluate_costs, item_count
+from .estimator import Estimate, Estimator, mean_cost, register_estimator
+from .score_fastpath import (
+    autograd_scores,
+    closed_form_scores,
+    flat_rows,
+    has_closed_form,
+    score_params,
+    theta_chain,
+)
 
 __all__ = [
     "ScoreFunction",
     "ScoreEstimate",
     "score_param_grads",
-    "score_costs",
     "weighted_scores",
     "per_sample_scores",
+    "per_sample_log_prob",
     "log_prob_jacobian",
     "check_log_prob",
 ]
 
 
+def has_log_prob(dist: D.Distribution) -> bool:
+    return type(dist).log_prob is not D.Distribution.log_prob
+
+
 def check_log_prob(dist: D.Distribution) -> None:
-    if type(dist).log_prob is D.Distribution.log_prob:
-        raise ValueError(
-            f"estimator='score' needs make_dist(theta) to have log_prob; {type(dist).__name__} has none"
-        )
-
-
-def _items(dist: D.Distribution) -> Optional[int]:
-    return dist.batch_shape[0] if len(dist.batch_shape) else None
-
-
-def score_costs(f: Callable, x: torch.Tensor, num_samples: int, dist: D.Distribution) -> torch.Tensor:
-    """``f(x)`` checked: finite, shape ``(num_samples,)`` or ``(num_samples, B)`` with ``B = dist.batch_shape[0]``."""
-    values = f(x)
-    if not isinstance(values, torch.Tensor):
-        raise TypeError(f"f must return a tensor of shape ({num_samples},), got {type(values).__name__}")
-    items = _items(dist)
-    if values.shape != (num_samples,) and not (items is not None and values.shape == (num_samples, items)):
-        per_item = f" or ({num_samples}, {items}) (one cost per item)" if items is not None else ""
-        raise ValueError(
-            f"f must map a batch of {num_samples} samples (shape {tuple(x.shape)}) to costs of shape "
-            f"({num_samples},){per_item}, got shape {tuple(values.shape)}; wrap a function of one "
-            "sample with gradlab.per_sample(f)"
-        )
-    check_finite(values.detach(), "f", where="samples")
-    return values
+    """Deprecated: :meth:`ScoreFunction.check` raises :class:`~gradlab.estimator.UnsupportedDistribution`."""
+    ScoreFunction().check(dist)
 
 
 def per_sample_log_prob(dist: D.Distribution, x: torch.Tensor, per_item: bool = False) -> torch.Tensor:
@@ -117,7 +107,7 @@ def param_scores(dist: D.Distribution, x: torch.Tensor, params: dict):
     return autograd_scores(dist, x, params) if scores is None else scores
 
 
-def _item_rows(blocks: dict, items: int) -> torch.Tensor:
+def item_rows(blocks: dict, items: int) -> torch.Tensor:
     """``{name: (N, B, ...)}`` -> ``(N, B, Q)``: each item's own parameter coordinates."""
     if len(blocks) == 1:
         (only,) = blocks.values()
@@ -125,8 +115,8 @@ def _item_rows(blocks: dict, items: int) -> torch.Tensor:
     return torch.cat([v.reshape(v.shape[0], items, -1) for v in blocks.values()], dim=-1)
 
 
-def _flat_from_items(rows: torch.Tensor, params: dict) -> torch.Tensor:
-    """Inverse layout of :func:`_item_rows`: ``(N, B, Q)`` -> ``(N, P)`` in the flat parameter order."""
+def flat_from_items(rows: torch.Tensor, params: dict) -> torch.Tensor:
+    """Inverse layout of :func:`item_rows`: ``(N, B, Q)`` -> ``(N, P)`` in the flat parameter order."""
     if len(params) == 1:
         return rows.reshape(rows.shape[0], -1)
     sizes = [v.numel() // rows.shape[1] for v in params.values()]
@@ -149,7 +139,7 @@ def weighted_scores(control: Baseline, batch: ScoreBatch) -> torch.Tensor:
     else:
         grads = (values - b).unsqueeze(-1) * scores
     if batch.per_item:
-        grads = _flat_from_items(grads, batch.params)
+        grads = flat_from_items(grads, batch.params)
     return grads if isinstance(correction, float) and correction == 0.0 else grads + correction
 
 
@@ -166,42 +156,24 @@ def score_param_grads(
     baseline: object = None,
     generator: Optional[torch.Generator] = None,
     params: Optional[dict] = None,
-    coordinates: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> ScoreEstimate:
     r"""Per-sample score-function estimates w.r.t. the distribution's own parameters $\lambda$.
 
-    ``params``: the parametrisation (default :func:`gradlab.score_fastpath.score_params`).
-    ``coordinates``: optional map of ``(N, P)`` rows to other coordinates (e.g. the chain rule
-    to $\theta$); a per-coordinate baseline with joint costs is then fitted, and the result
-    returned, in those coordinates (without it, per-coordinate baselines work on $\lambda$).
+    ``params``: the parametrisation (default :func:`gradlab.score_fastpath.score_params`); a
+    per-coordinate baseline is fitted per coordinate of $\lambda$ (per item and coordinate with
+    per-item costs). The body of :meth:`ScoreFunction.param_grads`.
     """
     control = resolve_baseline(baseline)
     params = score_params(dist) if params is None else params
     x = draw(dist, (num_samples,), generator=generator)
     with torch.no_grad():
-        values = score_costs(f, x, num_samples, dist)
+        values = evaluate_costs(f, x, num_samples, items=item_count(dist))
     scores = param_scores(dist, x, params)
     if scores is None:
         raise ValueError(f"score_param_grads cannot read the parameters of {type(dist).__name__}")
-    grads, _ = _param_estimate(control, ScoreBatch(values, None, x, dist, f, None), scores, params, coordinates)
-    return ScoreEstimate(values, grads)
-
-
-def _param_estimate(control, batch, scores, params, coordinates):
-    """Weighted scores on the flat parameters, or in ``coordinates`` for a joint per-coordinate baseline.
-
-    Returns ``(grads, in_coordinates)``. ``batch`` carries the costs and samples; its scores are filled in.
-    """
-    batch.params = {k: v.detach() for k, v in params.items()}
-    if batch.per_item:
-        batch.scores, batch.owns_scores = _item_rows(scores, batch.values.shape[1]), True
-        return weighted_scores(control, batch), False
-    rows = flat_rows(scores)
-    if control.per_coordinate and coordinates is not None:  # the joint fit per coordinate of theta
-        batch.scores = coordinates(rows)
-        return weighted_scores(control, batch), True
-    batch.scores, batch.owns_scores = rows, True
-    return weighted_scores(control, batch), False
+    batch = ScoreBatch(values, None, x, dist, f, {k: v.detach() for k, v in params.items()}, owns_scores=True)
+    batch.scores = item_rows(scores, values.shape[1]) if batch.per_item else flat_rows(scores)
+    return ScoreEstimate(values, weighted_scores(control, batch))
 
 
 def per_sample_scores(make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -210,52 +182,79 @@ def per_sample_scores(make_dist: Callable, dist: D.Distribution, theta: torch.Te
     scores = param_scores(dist, x, params)
     if scores is None:
         return log_prob_jacobian(make_dist, theta, x)
-    return theta_chain(make_dist, theta, list(params))(flat_rows(scores))
+    return theta_chain(make_dist, theta, list(params), dist)(flat_rows(scores))
 
 
 class ScoreFunction(Estimator):
-    """The score-function estimator; registered as ``"score"``."""
+    r"""The score-function estimator; registered as ``"score"``.
+
+    Baselines act on the costs; a per-coordinate baseline (``"optimal"``) acts per
+    coordinate of the distribution's parameters $\lambda$. With per-item costs ``(N, B)``
+    each item's score is weighted by its own cost (and per-item baseline).
+    """
 
     name = "score"
     uses_baseline = True
+    unbiased = True  # except with baseline="optimal" (fitted on the same batch)
+    needs_f = "black box"
+    cost = "1 evaluation of f per sample; closed-form scores (else one batched backward pass through log_prob)"
 
     def check(self, dist: D.Distribution) -> None:
-        check_log_prob(dist)
+        if not has_log_prob(dist):
+            raise self.unsupported(dist, "a distribution with log_prob")
+
+    def params(self, dist: D.Distribution) -> dict:
+        """:func:`~gradlab.score_fastpath.score_params`: a Bernoulli/Categorical built from logits is read in its logits."""
+        return score_params(dist)
+
+    def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False) -> Estimate:
+        costs, grads = score_param_grads(f, dist, num_samples=num_samples, baseline=baseline,
+                                         generator=generator, params=lam)
+        return Estimate(costs, grads)
+
+    def unreadable_grads(self, f, make_dist, theta, dist, *, num_samples, baseline, generator) -> Estimate:
+        """Parameters gradlab cannot read: scores w.r.t. theta by forward-mode AD."""
+        control = resolve_baseline(baseline)
+        if control.needs_params:
+            raise ValueError(f"baseline {baseline!r} needs a distribution gradlab can read the parameters of")
+        x = draw(dist, (num_samples,), generator=generator)
+        with torch.no_grad():
+            values = evaluate_costs(f, x, num_samples, items=item_count(dist))
+        rows = log_prob_jacobian(make_dist, theta, x, per_item=values.dim() == 2)
+        b, correction = control.terms(ScoreBatch(values, rows, x, dist, f, None))
+        weights = values.unsqueeze(-1) - b if control.per_coordinate else (values - b).unsqueeze(-1)
+        grads = weights * rows
+        grads = grads.sum(1) if values.dim() == 2 else grads
+        return Estimate(values, grads if isinstance(correction, float) and correction == 0.0 else grads + correction)
 
     def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
+        """Deprecated: the hook of the protocol before :mod:`gradlab.estimator` (the labs list it); (N, D)."""
+        return self.theta_estimate(
+            f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
+        ).grads.reshape(num_samples, -1)
+
+    def surrogate(self, f, dist, *, num_samples, baseline, generator) -> torch.Tensor:
+        r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \lambda\cdot\operatorname{stop}(\bar g_\lambda)$.
+
+        With closed-form scores (Normal, Bernoulli, Categorical and their products) or a baseline with
+        a correction or one value per coordinate: the generic surrogate of the base class over the
+        closed-form estimates of :meth:`param_grads` (one backward pass through ``make_dist`` only).
+        Otherwise $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$ (per item: $\sum_i$ over the
+        items of both $f$ and $L$): one backward pass through ``log_prob``.
+        """
         control = resolve_baseline(baseline)
         params = score_params(dist)
+        if control.per_coordinate or control.needs_params or has_closed_form(dist, params):
+            return super().surrogate(f, dist, num_samples=num_samples, baseline=baseline, generator=generator)
         x = draw(dist, (num_samples,), generator=generator)
         with torch.no_grad():
-            values = score_costs(f, x, num_samples, dist)
-        scores = param_scores(dist, x, params)
-        if scores is None:  # parameters gradlab cannot read: scores w.r.t. theta by forward-mode AD
-            if control.needs_params:
-                raise ValueError(f"baseline {baseline!r} needs a distribution gradlab can read the parameters of")
-            rows = log_prob_jacobian(make_dist, theta, x, per_item=values.dim() == 2)
-            batch = ScoreBatch(values, rows, x, dist, f, None)
-            b, correction = control.terms(batch)
-            weights = values.unsqueeze(-1) - b if control.per_coordinate else (values - b).unsqueeze(-1)
-            grads = weights * rows
-            grads = grads.sum(1) if values.dim() == 2 else grads
-            return grads if isinstance(correction, float) and correction == 0.0 else grads + correction
-        chain = theta_chain(make_dist, theta, list(params), dist)
-        batch = ScoreBatch(values, None, x, dist, f, None)
-        grads, in_theta = _param_estimate(control, batch, scores, params, chain)
-        return grads if in_theta else chain(grads)
-
-    def surrogate(self, f, dist, num_samples, baseline, generator) -> torch.Tensor:
-        r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$
-        (per item: $\sum_i$ over the items of both $f$ and $L$)."""
-        control = resolve_baseline(baseline)
-        if control.per_coordinate:
-            raise ValueError(f"surrogate_loss does not support baseline={baseline!r} (one value per coordinate)")
-        x = draw(dist, (num_samples,), generator=generator)
-        with torch.no_grad():
-            values = score_costs(f, x, num_samples, dist)
+            values = evaluate_costs(f, x, num_samples, items=item_count(dist))
         per_item = values.dim() == 2
-        params = {k: v.detach() for k, v in score_params(dist).items()}
-        b, extra = control.surrogate_terms(ScoreBatch(values, None, x, dist, f, params))
+        detached = {k: v.detach() for k, v in params.items()}
+        b, extra = control.surrogate_terms(ScoreBatch(values, None, x, dist, f, detached))
         weights = (values - b).detach()
         term = (weights * per_sample_log_prob(dist, x, per_item)).reshape(num_samples, -1).sum(1).mean() + extra
-        return values.reshape(num_samples, -1).sum(1).mean() + term - term.detach()
+        return mean_cost(values).to(term.dtype) + term - term.detach()
+
+
+register_estimator("score", ScoreFunction())

@@ -118,7 +118,8 @@ def test_delta_method_closed_form(k):
 
 
 def test_surrogate_loss_gives_the_mean_estimate():
-    for baseline in [None, 0.7, "rloo", "delta"]:
+    """Every baseline, the per-coordinate "optimal" ones included (the generic surrogate)."""
+    for baseline in [None, 0.7, "rloo", "delta", "optimal", "optimal_loo"]:
         th = gc.theta().requires_grad_(True)
         loss = surrogate_loss(gc.cost(K), gc.make_normal(th), num_samples=64, baseline=baseline,
                               generator=gen(11))
@@ -136,9 +137,39 @@ def test_errors():
     with pytest.raises(ValueError, match="Normal"):
         expectation_grad(lambda x: x.sum(-1), lambda t: D.Bernoulli(logits=t), torch.zeros(2, dtype=F64),
                          estimator="score", num_samples=4, baseline="delta")
-    th = gc.theta().requires_grad_(True)
-    with pytest.raises(ValueError, match="optimal"):
-        surrogate_loss(gc.cost(K), gc.make_normal(th), num_samples=4, baseline="optimal")
+
+
+def test_rloo_is_exact_in_float32_when_one_cost_dominates():
+    """(sum - f_n)/(N - 1) would give b_0 = 1.333 for [3e7, 1, 2, 3] in float32; the exact sum gives 2."""
+    from gradlab.control_variates import LeaveOneOut, ScoreBatch
+
+    values = torch.tensor([3e7, 1.0, 2.0, 3.0], dtype=torch.float32)
+    b = LeaveOneOut()(ScoreBatch(values, None, values, None, None))
+    assert b.shape == (4,)  # a baseline is shaped like the costs
+    assert b[0].item() == 2.0
+    per_item = LeaveOneOut()(ScoreBatch(torch.stack([values, values.flip(0)], 1), None, values, None, None))
+    assert per_item.shape == (4, 2) and per_item[0, 0].item() == 2.0 and per_item[3, 1].item() == 2.0
+
+
+def test_delta_method_computes_its_expansion_once_per_batch_and_keeps_no_state():
+    """terms() evaluates f at mu once (one extra call of f with one sample), and the baseline object
+    carries nothing from one batch to the next (the same estimates in either order)."""
+    from gradlab.control_variates import DeltaMethod
+
+    calls = []
+
+    def f(x):
+        calls.append(x.shape[0])
+        return gc.cost(K)(x)
+
+    delta = DeltaMethod()
+    expectation_grad(f, gc.make_normal, gc.theta(), estimator="score", num_samples=8, baseline=delta, generator=gen(3))
+    assert sorted(calls) == [1, 8]
+    assert not vars(delta)
+    other = torch.tensor([0.2, 1.3], dtype=F64)
+    a = score(8, delta, 4)
+    expectation_grad(gc.cost(K), gc.make_normal, other, estimator="score", num_samples=8, baseline=delta)
+    torch.testing.assert_close(score(8, delta, 4), a)
 
 
 def test_leave_one_out_sums_are_exact_when_one_sample_dominates():

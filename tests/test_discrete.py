@@ -14,6 +14,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal, OneHotCategorical
 
 from gradlab.expectation import exact_expectation_grad, expectation_grad
+from gradlab.estimator import UnsupportedDistribution
 from gradlab.relax import ControlVariateEstimator
 from gradlab.discrete import (
     REBAR,
@@ -170,10 +171,10 @@ def test_invalid_arguments_raise_clear_errors():
         straight_through(LOGITS, dist="poisson")
     with pytest.raises(ValueError, match="baseline"):
         REBAR().per_sample_grads(toy, bernoulli, LOGITS[:3], num_samples=4, baseline="rloo")
-    with pytest.raises(TypeError, match="make_dist"):
+    with pytest.raises(UnsupportedDistribution, match="estimator='rebar' needs a Bernoulli"):
         REBAR().per_sample_grads(toy, lambda th: Normal(th, 1.0), LOGITS[:3], num_samples=4)
-    with pytest.raises(ValueError, match="shape"):
-        REBAR().double().per_sample_grads(lambda b: b, bernoulli, LOGITS[:3], num_samples=4)
+    with pytest.raises(ValueError, match="shape"):  # (N, 3) would be per-item costs: (N, 6) is wrong
+        REBAR().double().per_sample_grads(lambda b: torch.cat([b, b], 1), bernoulli, LOGITS[:3], num_samples=4)
     with pytest.raises(ValueError, match="OneHotCategorical"):
         REBAR().per_sample_grads(lambda b: b.double(), lambda th: Categorical(logits=th), LOGITS, num_samples=4)
     with pytest.raises(ValueError, match="surrogate"):
@@ -345,13 +346,20 @@ def test_gumbel_sinkhorn_hard_samples_are_permutations_with_soft_gradients():
 
 
 def test_registered_names_and_the_exact_enumeration_agree():
-    """estimator="straight_through" / "gumbel_softmax" are registered; my enumeration for one-hot matches Categorical."""
+    """estimator="st" / "concrete" / "rebar" / "relax" are registered (and the deprecated keys
+    "straight_through" / "gumbel_softmax" give the same numbers); my enumeration for one-hot matches Categorical."""
     theta = torch.tensor([0.0, -0.5, 2.0], dtype=F64)
-    a = expectation_grad(toy, bernoulli, theta, estimator="straight_through", num_samples=10, generator=gen(30))
+    a = expectation_grad(toy, bernoulli, theta, estimator="st", num_samples=10, generator=gen(30))
     b = StraightThroughEstimator().per_sample_grads(toy, bernoulli, theta, num_samples=10, generator=gen(30))
-    assert torch.equal(a, b)
-    g = expectation_grad(toy, bernoulli, theta, estimator="gumbel_softmax", num_samples=10, generator=gen(31))
-    assert g.shape == (10, 3) and torch.isfinite(g).all()
+    old = expectation_grad(toy, bernoulli, theta, estimator="straight_through", num_samples=10, generator=gen(30))
+    assert torch.equal(a, b) and torch.equal(a, old)
+    g = expectation_grad(toy, bernoulli, theta, estimator="concrete", num_samples=10, generator=gen(31))
+    h = GumbelSoftmaxEstimator(0.5).per_sample_grads(toy, bernoulli, theta, num_samples=10, generator=gen(31))
+    old = expectation_grad(toy, bernoulli, theta, estimator="gumbel_softmax", num_samples=10, generator=gen(31))
+    assert g.shape == (10, 3) and torch.isfinite(g).all() and torch.equal(g, h) and torch.equal(g, old)
+    r = expectation_grad(toy, bernoulli, theta, estimator="rebar", num_samples=10, generator=gen(32))
+    torch.testing.assert_close(r, REBAR().double().per_sample_grads(toy, bernoulli, theta, num_samples=10,
+                                                                     generator=gen(32)))
     logits = torch.tensor([0.5, -1.0, 0.2, 0.0], dtype=F64)
     p = torch.softmax(logits, 0)
     values = (torch.eye(4, dtype=F64) @ W_CAT - 0.5) ** 2

@@ -83,3 +83,25 @@ def test_evaluate_costs_checks():
         evaluate_costs(lambda x: 1.0, x, 4)
     with pytest.raises(ValueError, match="non-finite"):
         evaluate_costs(lambda x: x.sum(-1) + math.inf, x, 4)
+
+
+def test_per_item_costs_are_accepted_only_with_the_distributions_item_count():
+    from gradlab.distributions import item_count
+
+    dist = D.Independent(D.Bernoulli(logits=torch.zeros(3, 5)), 1)  # 3 items of 5 bits
+    assert item_count(dist) == 3 and item_count(D.Normal(0.0, 1.0)) is None
+    x = torch.zeros(4, 3, 5)
+    assert evaluate_costs(lambda x: x.sum(-1), x, 4, items=item_count(dist)).shape == (4, 3)
+    with pytest.raises(ValueError, match=r"shape \(4,\) or \(4, 3\) \(one per item\)"):
+        evaluate_costs(lambda x: x.sum(1), x, 4, items=item_count(dist))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        evaluate_costs(lambda x: x.sum(-1), x, 4)
+
+
+def test_the_old_base_class_name_is_the_protocols():
+    import gradlab.distributions as distributions
+    from gradlab.estimator import Estimator
+
+    assert distributions.Estimator is Estimator
+    with pytest.raises(AttributeError):
+        distributions.NoSuchName  # noqa: B018

@@ -7,7 +7,9 @@ from torch import distributions as D
 
 import gaussian_closed_forms as gc
 import gradlab
+from gradlab.distributions import draw
 from gradlab.es import es_grad
+from gradlab.estimator import ALIASES, Estimate, Estimator, get_estimator
 from gradlab.expectation import (
     ESTIMATORS,
     exact_expectation_grad,
@@ -116,17 +118,27 @@ def test_surrogate_loss_backward_is_the_mean_estimate(name):
 
 
 def test_registry_and_custom_estimator():
-    class Zero:
-        def per_sample_grads(self, f, make_dist, theta, *, num_samples, baseline=None, generator=None):
-            return torch.zeros(num_samples, *theta.shape, dtype=theta.dtype)
+    """A new estimator is a subclass with one hook and a registration; the registry takes nothing else."""
+
+    class Zero(Estimator):
+        name = "zero_test"
+
+        def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False):
+            x = draw(dist, (num_samples,), generator=generator)
+            return Estimate(f(x), torch.zeros(num_samples, sum(v.numel() for v in lam.values()), dtype=F64))
 
     class WrongShape(Zero):
+        def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False):
+            return Estimate(torch.zeros(num_samples), torch.zeros(num_samples, dtype=F64))
+
+    class Legacy:  # the protocol before Estimator: an object with per_sample_grads
         def per_sample_grads(self, f, make_dist, theta, *, num_samples, baseline=None, generator=None):
-            return torch.zeros(num_samples, dtype=theta.dtype)
+            return torch.zeros(num_samples, *theta.shape, dtype=theta.dtype)
 
     th = torch.zeros(3, dtype=F64)
     assert set(NAMES) <= set(ESTIMATORS) and gradlab.ESTIMATORS is ESTIMATORS
     assert expectation_grad(quadratic, independent_normal, th, estimator=Zero(), num_samples=2).shape == (2, 3)
+    assert expectation_grad(quadratic, independent_normal, th, estimator=Legacy(), num_samples=2).shape == (2, 3)
     register_estimator("zero_test", Zero())
     try:
         assert expectation_grad(quadratic, independent_normal, th, estimator="zero_test", num_samples=2).abs().sum() == 0
@@ -134,8 +146,18 @@ def test_registry_and_custom_estimator():
         del ESTIMATORS["zero_test"]
     with pytest.raises(ValueError, match="expected shape"):
         expectation_grad(quadratic, independent_normal, th, estimator=WrongShape(), num_samples=2)
-    with pytest.raises(TypeError, match="per_sample_grads"):
+    with pytest.raises(TypeError, match="Estimator"):
         register_estimator("bad", object())
+    with pytest.raises(TypeError, match="Estimator"):
+        register_estimator("bad", Legacy())
+    with pytest.raises(ValueError, match="alias"):
+        register_estimator("gumbel_softmax", Zero())
+
+
+def test_deprecated_aliases_resolve_to_the_new_keys():
+    assert get_estimator("gumbel_softmax") is ESTIMATORS["concrete"]
+    assert get_estimator("straight_through") is ESTIMATORS["st"]
+    assert not set(ALIASES) & set(ESTIMATORS)
 
 
 @pytest.mark.parametrize("name", NAMES)

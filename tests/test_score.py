@@ -227,3 +227,35 @@ def test_chain_rule_of_arbitrary_rows_is_rows_times_jacobian(name):
         rows = torch.randn(count, jac.shape[0], generator=gen(54 + count), dtype=F64)
         got = theta_chain(make, theta, names)(rows)
         torch.testing.assert_close(got, rows @ jac, rtol=1e-11, atol=1e-11)
+
+
+def test_per_item_costs_weight_each_items_score_by_its_own_cost_and_rloo_baseline():
+    """Two items of three bits, f -> (N, 2): g_n = sum_i (f_ni - b_ni) (x_ni - p_i) in item i's logits,
+    with the per-item leave-one-out b_ni = mean of f_mi over m != n (exact sums)."""
+    from gradlab.distributions import draw
+
+    th = torch.tensor([0.3, -0.5, 1.0, 0.2, 0.0, -0.8], dtype=F64)
+    w = torch.tensor([[1.0, -2.0, 0.5], [2.0, 1.0, -1.0]], dtype=F64)
+
+    def make(t):
+        return D.Independent(D.Bernoulli(logits=t.reshape(2, 3)), 1)
+
+    def f(x):
+        return ((x * w).sum(-1) - 0.3) ** 2
+
+    n = 9
+    x = draw(make(th), (n,), generator=gen(7))
+    costs = f(x)
+    p = th.reshape(2, 3).sigmoid()
+    for baseline, b in [(None, torch.zeros_like(costs)), ("rloo", (costs.sum(0) - costs) / (n - 1))]:
+        expected = ((costs - b).unsqueeze(-1) * (x - p)).reshape(n, 6)
+        got = expectation_grad(f, make, th, estimator="score", num_samples=n, baseline=baseline, generator=gen(7))
+        torch.testing.assert_close(got, expected)
+    exact = exact_expectation_grad(lambda s: f(s).sum(1), make, th)
+    gc.assert_mean(expectation_grad(f, make, th, estimator="score", num_samples=40_000, baseline="rloo",
+                                    generator=gen(8)), exact)
+    joint = expectation_grad(lambda s: f(s).sum(1), make, th, estimator="score", num_samples=40_000,
+                             baseline="rloo", generator=gen(8))
+    per_item = expectation_grad(f, make, th, estimator="score", num_samples=40_000, baseline="rloo", generator=gen(8))
+    print("variance joint", joint.var(0).sum().item(), "per item", per_item.var(0).sum().item())
+    assert per_item.var(0).sum() < joint.var(0).sum()
