@@ -17,9 +17,10 @@ straight-through, REBAR, RELAX) live in :mod:`gradlab.relax`, which imports this
 """
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 
 from .checks import check_count, check_generator, check_tensor
 
@@ -28,6 +29,7 @@ __all__ = [
     "sample_gumbel",
     "perturb",
     "hard_with_soft_grad",
+    "sample_z_b_ztilde",
     "gumbel_max",
     "gumbel_softmax",
     "binary_concrete",
@@ -144,6 +146,40 @@ def binary_concrete(
     generator = check_generator(generator)
     soft = torch.sigmoid(perturb(logits, "bernoulli", generator) / tau)
     return hard_with_soft_grad(soft, "bernoulli") if hard else soft
+
+
+# --------------------------------------------------------------------------- REBAR's conditional sample
+def sample_z_b_ztilde(kind: str, lam: torch.Tensor, generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""$z$, the hard sample $b$ as $f$ takes it, the score $\nabla_\lambda\log p(b)$, and $\tilde z \sim p(z\mid b)$.
+
+    Bernoulli ($z = \lambda + \operatorname{logit} u$, $b = \mathbb 1[z>0]$): given $b = 1$, $u$ is uniform on
+    $(1-p, 1)$, which gives $\tilde z = \operatorname{softplus}(\lambda + \log v) - \log(1 - v)$;
+    given $b = 0$ the mirror image, $\tilde z = -[\operatorname{softplus}(-\lambda + \log v) - \log(1 - v)]$.
+
+    Categorical ($z_k = \lambda_k + g_k$, $\lambda$ normalised, $b = \arg\max z$): given $b$, the maximum
+    $\tilde z_b = -\log(-\log v_b)$ is standard Gumbel and $\tilde z_k = -\log(-\log v_k\, e^{-\lambda_k} - \log v_b)$
+    for $k \ne b$ (Tucker et al. 2017, appendix), computed with ``logaddexp``.
+    """
+    if kind == "bernoulli":
+        z = perturb(lam, kind, generator)
+        v = uniform(lam.shape, like=lam, generator=generator)
+        b = (z.detach() > 0).to(lam.dtype)
+        s = 2.0 * b - 1.0
+        z_tilde = s * (F.softplus(s * lam + torch.log(v)) - torch.log1p(-v))
+        score = b - torch.sigmoid(lam.detach())
+        return z, b, score, z_tilde
+    lam = torch.log_softmax(lam, dim=-1)
+    z = perturb(lam, kind, generator)
+    v = uniform(lam.shape, like=lam, generator=generator)
+    index = z.detach().argmax(dim=-1, keepdim=True)
+    onehot = torch.zeros_like(lam).scatter_(-1, index, 1.0)
+    log_e = torch.log(-torch.log(v))  # log of the standard exponential -log v
+    log_e_b = log_e.gather(-1, index)
+    z_others = -torch.logaddexp(log_e - lam, log_e_b)
+    z_tilde = torch.where(onehot.bool(), -log_e_b, z_others)
+    score = onehot - torch.softmax(lam.detach(), dim=-1)
+    b = onehot if kind == "onehot" else index.squeeze(-1)
+    return z, b, score, z_tilde
 
 
 # --------------------------------------------------------------------------- straight-through

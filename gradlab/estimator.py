@@ -65,6 +65,7 @@ __all__ = [
     "ALIASES",
     "register_estimator",
     "get_estimator",
+    "properties_table",
     "check_theta",
     "chain_rule",
     "dependence_mask",
@@ -315,3 +316,15 @@ def get_estimator(estimator: Any) -> Any:
     raise TypeError(
         f"estimator must be a registered name {sorted(ESTIMATORS)} or an Estimator, got {type(estimator).__name__}"
     )
+
+
+def properties_table() -> str:
+    """The registry's cards as a Markdown table (key, class, unbiased, what f needs, cost, baselines)."""
+    rows = ["| key | class | unbiased | f | cost | baseline |", "|---|---|---|---|---|---|"]
+    for key in sorted(ESTIMATORS):
+        est = ESTIMATORS[key]
+        rows.append(
+            f"| ``{key}`` | ``{type(est).__name__}`` | {'yes' if est.unbiased else 'no'} | {est.needs_f} "
+            f"| {est.cost} | {'yes' if est.uses_baseline else 'no'} |"
+        )
+    return "\n".join(rows)

@@ -33,7 +33,6 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, OneHotCategorical
 
@@ -44,6 +43,7 @@ from .discrete import (
     check_tau,
     hard_with_soft_grad,
     perturb,
+    sample_z_b_ztilde,
     uniform,
 )
 from .distributions import check_distribution, evaluate_costs, item_count, unwrap_independent
@@ -206,39 +206,6 @@ class StraightThroughEstimator(DiscreteEstimator):
 
 
 # --------------------------------------------------------------------------- REBAR and RELAX
-def sample_z_b_ztilde(kind: str, lam: torch.Tensor, generator) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""$z$, the hard sample $b$ as $f$ takes it, the score $\nabla_\lambda\log p(b)$, and $\tilde z \sim p(z\mid b)$.
-
-    Bernoulli ($z = \lambda + \operatorname{logit} u$, $b = \mathbb 1[z>0]$): given $b = 1$, $u$ is uniform on
-    $(1-p, 1)$, which gives $\tilde z = \operatorname{softplus}(\lambda + \log v) - \log(1 - v)$;
-    given $b = 0$ the mirror image, $\tilde z = -[\operatorname{softplus}(-\lambda + \log v) - \log(1 - v)]$.
-
-    Categorical ($z_k = \lambda_k + g_k$, $\lambda$ normalised, $b = \arg\max z$): given $b$, the maximum
-    $\tilde z_b = -\log(-\log v_b)$ is standard Gumbel and $\tilde z_k = -\log(-\log v_k\, e^{-\lambda_k} - \log v_b)$
-    for $k \ne b$ (Tucker et al. 2017, appendix), computed with ``logaddexp``.
-    """
-    if kind == "bernoulli":
-        z = perturb(lam, kind, generator)
-        v = uniform(lam.shape, like=lam, generator=generator)
-        b = (z.detach() > 0).to(lam.dtype)
-        s = 2.0 * b - 1.0
-        z_tilde = s * (F.softplus(s * lam + torch.log(v)) - torch.log1p(-v))
-        score = b - torch.sigmoid(lam.detach())
-        return z, b, score, z_tilde
-    lam = torch.log_softmax(lam, dim=-1)
-    z = perturb(lam, kind, generator)
-    v = uniform(lam.shape, like=lam, generator=generator)
-    index = z.detach().argmax(dim=-1, keepdim=True)
-    onehot = torch.zeros_like(lam).scatter_(-1, index, 1.0)
-    log_e = torch.log(-torch.log(v))  # log of the standard exponential -log v
-    log_e_b = log_e.gather(-1, index)
-    z_others = -torch.logaddexp(log_e - lam, log_e_b)
-    z_tilde = torch.where(onehot.bool(), -log_e_b, z_others)
-    score = onehot - torch.softmax(lam.detach(), dim=-1)
-    b = onehot if kind == "onehot" else index.squeeze(-1)
-    return z, b, score, z_tilde
-
-
 def module_dtype(module: object, default: torch.dtype) -> torch.dtype:
     """The dtype of a module's first initialised floating parameter (``default`` for plain callables)."""
     if isinstance(module, nn.Module):

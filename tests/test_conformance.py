@@ -255,6 +255,8 @@ def test_every_registered_estimator_is_an_estimator_and_supports_a_problem():
         assert isinstance(est, Estimator) and est.name == name
         assert isinstance(est.unbiased, bool) and est.needs_f and est.cost
         assert problems_for(est), f"{name}: no conformance problem applies; add one to PROBLEMS"
+    table = gradlab.estimator.properties_table().splitlines()
+    assert len(table) == 2 + len(NAMES) and all(f"``{name}``" in "".join(table) for name in NAMES)
 
 
 @pytest.mark.parametrize("name, problem", CASES)

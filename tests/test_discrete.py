@@ -365,3 +365,27 @@ def test_registered_names_and_the_exact_enumeration_agree():
     values = (torch.eye(4, dtype=F64) @ W_CAT - 0.5) ** 2
     direct = p * (values - (p * values).sum())  # d/dlogits of sum_k p_k v_k
     torch.testing.assert_close(exact_grad(onehot_cost, lambda th: OneHotCategorical(logits=th), logits), direct)
+
+
+def test_samplers_do_not_import_the_estimators_and_any_import_order_works():
+    """discrete.py (samplers) sits below relax.py (estimators): no module-level import of relax, and
+    gradlab.discrete.REBAR still resolves (lazily). Importing the samplers first gives the full registry."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import gradlab.discrete as discrete
+    import gradlab.relax as relax
+
+    tree = ast.parse(Path(discrete.__file__).read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not [n for n in top if isinstance(n, ast.ImportFrom) and (n.module or "").endswith("relax")]
+    assert not [n for n in top if any(a.name.endswith("relax") for a in n.names)]
+    assert discrete.REBAR is relax.REBAR and discrete.sample_z_b_ztilde is relax.sample_z_b_ztilde
+    root = str(Path(discrete.__file__).resolve().parents[1])
+    for first in ["gradlab.discrete"]:  # every import runs gradlab/__init__ first: one fresh process suffices
+        code = f"import {first}, gradlab; print(sorted(gradlab.ESTIMATORS))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                             env={"PYTHONPATH": root, "OMP_NUM_THREADS": "1"}, check=True).stdout
+        assert "'rebar'" in out and "'score'" in out and "'st'" in out, (first, out)
