@@ -47,8 +47,7 @@ from .discrete import (
     uniform,
 )
 from .distributions import check_distribution, evaluate_costs, item_count, unwrap_independent
-from .chain import theta_chain
-from .estimator import Estimate, Estimator, UnsupportedDistribution, check_theta, describe, register_estimator
+from .estimator import Estimate, Estimator, UnsupportedDistribution, describe, register_estimator
 
 __all__ = [
     "REBAR",
@@ -258,49 +257,16 @@ class ControlVariateEstimator(DiscreteEstimator):
             out = out + r.to(z.dtype).reshape(n)
         return out
 
-    def parts(self, f, kind, lam, *, generator, create_graph, items=None):
-        r"""The pieces of $\hat g$ for per-sample logits ``lam``: costs, the score, $c(\tilde z)$ and $g_c$."""
+    def lambda_grads(self, f, kind, lam, *, generator, create_graph, items=None) -> Estimate:
+        n = lam.shape[0]
         z, b, score, z_tilde = sample_z_b_ztilde(kind, lam, generator)
-        values = costs(f, b, lam.shape[0], items).detach()
+        values = costs(f, b, n, items).detach()
         c_z = self.control_variate(f, kind, z, items)
         c_tilde = self.control_variate(f, kind, z_tilde, items)
         (g_c,) = torch.autograd.grad((c_z - c_tilde).sum(), lam, create_graph=create_graph)
-        return values, score, c_tilde, g_c
-
-    def lambda_grads(self, f, kind, lam, *, generator, create_graph, items=None) -> Estimate:
-        n = lam.shape[0]
-        values, score, c_tilde, g_c = self.parts(f, kind, lam, generator=generator, create_graph=create_graph,
-                                                 items=items)
         weight = (total(values) - c_tilde).reshape(n, *([1] * (lam.dim() - 1)))
         g = weight * score + g_c
         return Estimate(values, g if create_graph else g.detach())
-
-    def adaptation_loss(self, f, make_dist, theta, *, num_samples: int, generator=None) -> Tuple[torch.Tensor, ...]:
-        r"""Per-sample estimates (detached) and a scalar with the gradient (not the value) of the loss of
-        :meth:`grads_and_variance`. With $\hat g_n = (f_n - c(\tilde z_n))\,s_n + g_{c,n}$ in $\theta$ coordinates,
-        $\nabla_\phi \frac1N\sum_n\|\hat g_n\|^2 = \nabla_\phi[\sum_n w_n c(\tilde z_n)
-        + \frac2N\sum_n \operatorname{stop}(\hat g_n)\cdot g_{c,n}]$, $w_n = -2(\hat g_n\cdot s_n)/N$: the score term
-        reaches $\phi$ only through $c(\tilde z_n)$ (first order); only $g_c$ is built with ``create_graph``.
-        """
-        theta = check_theta(theta)
-        self.check_options(num_samples, None, generator)
-        dist = check_distribution(make_dist(theta.detach()))
-        self.check(dist)
-        lam = {k: v.detach() for k, v in self.params(dist).items()}
-        chain = theta_chain(make_dist, theta, self.params, dist, names=list(lam), create_graph=True)
-        (logits,) = lam.values()
-        n = num_samples
-        with torch.enable_grad():
-            lam_rep = logits.expand(n, *logits.shape).clone().requires_grad_(True)
-            values, score, c_tilde, g_c = self.parts(f, discrete_kind(dist), lam_rep, generator=generator,
-                                                     create_graph=True, items=item_count(dist))
-            weight = (total(values) - c_tilde.detach()).reshape(n, *([1] * (lam_rep.dim() - 1)))
-            rows = [(weight * score + g_c.detach()).reshape(n, -1), score.reshape(n, -1), g_c.reshape(n, -1)]
-            g, s, g_c = chain(torch.cat(rows)).split(n)  # one chain rule for the three (one Jacobian)
-            g = g.detach()
-            weights = (-2.0 / n) * (g * s).sum(1).to(c_tilde.dtype)
-            loss = (weights * c_tilde).sum() + (2.0 / n) * (g * g_c).sum()
-        return g.reshape(n, *theta.shape), loss
 
     def grads_and_variance(
         self, f, make_dist, theta, *, num_samples: int, generator: Optional[torch.Generator] = None
@@ -321,9 +287,8 @@ class ControlVariateEstimator(DiscreteEstimator):
 
         The estimates returned are those of the step (computed before it): use them as the
         gradient estimate of this iteration, instead of a second call of :meth:`per_sample_grads`.
-        The step's gradient is that of :meth:`grads_and_variance`'s loss, from :meth:`adaptation_loss`.
         """
-        g, loss = self.adaptation_loss(f, make_dist, theta, num_samples=num_samples, generator=generator)
+        g, loss = self.grads_and_variance(f, make_dist, theta, num_samples=num_samples, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -204,7 +204,7 @@ class ScoreFunction(Estimator):
             raise self.unsupported(dist, "a distribution with log_prob")
 
     def params(self, dist: D.Distribution) -> dict:
-        """:func:`~gradlab.score_fastpath.score_params` (a Bernoulli/Categorical built from logits: its logits)."""
+        """:func:`~gradlab.score_fastpath.score_params`: a Bernoulli/Categorical built from logits is read in its logits."""
         return score_params(dist)
 
     def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False) -> Estimate:
@@ -225,8 +225,7 @@ class ScoreFunction(Estimator):
         weights = values.unsqueeze(-1) - b if control.per_coordinate else (values - b).unsqueeze(-1)
         grads = weights * rows
         grads = grads.sum(1) if values.dim() == 2 else grads
-        plain = isinstance(correction, float) and correction == 0.0
-        return Estimate(values, grads if plain else grads + correction)
+        return Estimate(values, grads if isinstance(correction, float) and correction == 0.0 else grads + correction)
 
     def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
         """Deprecated: the hook of the protocol before :mod:`gradlab.estimator` (the labs list it); (N, D)."""
