@@ -25,6 +25,7 @@ from torch import nn
 
 from .batch import evaluate_batch
 from .checks import check_callable, check_count, check_module, check_positive, check_sigma
+from .control_variates import leave_one_out_means
 from .noise import sample_noise
 from .params import assign_grads, flatten_params
 
@@ -72,8 +73,14 @@ class BlackboxGradientEstimator:
         values = evaluate_batch(self.black_box_function, mu + sigma * z, name="black_box_function")
         values = values.to(mu.dtype)
         if self.baseline:
-            values = values - (values.sum() - values) / (num_samples - 1)
+            values = values - self.leave_one_out_baseline(values)
         return torch.tensordot(values, z, dims=1) / (num_samples * sigma)
+
+    @staticmethod
+    def leave_one_out_baseline(values: torch.Tensor) -> torch.Tensor:
+        r"""$b_k = \frac{1}{n-1}\sum_{j\ne k} v_j$, exact when one value dominates
+        (:func:`gradlab.control_variates.leave_one_out_means`; ``sum - v_k`` would lose the small ones)."""
+        return leave_one_out_means(values)
 
     def add_estimated_grad_to_network(
         self,

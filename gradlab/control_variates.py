@@ -20,6 +20,14 @@ More generally a control variate $h$ with a known $\mathbb E[h(x) s] = \nabla_\t
 | ``"optimal_loo"`` | ``OptimalBaseline(leave_one_out=True)`` | the same fitted on the other $N-1$ samples | yes |
 | ``"delta"`` | :class:`DeltaMethod` | $h(x) = f(\mu) + \nabla f(\mu)^\top (x - \mu)$, Gaussians only | yes ($\nabla\mathbb E[h]$ in closed form) |
 
+**Independent items.** When ``f`` returns one cost per (sample, item), shape ``(N, B)``, for a
+distribution batched over ``B`` items (its ``batch_shape[0] == B``) and each cost $f_{n,i}$
+depends on its own item $x_{n,i}$ only, every baseline is formed per item:
+$\hat g_n = \sum_i (f_{n,i} - b_{n,i})\,\nabla\log p(x_{n,i}) + \sum_i c_i$, e.g. RLOO's
+$b_{n,i} = \frac{1}{N-1}\sum_{m\ne n} f_{m,i}$ (the other samples of the *same* item), the EMA
+one running mean per item, the optimal one fitted per item and coordinate of the
+distribution's own parameters, the delta method one expansion per item.
+
 The variance-minimising constant for coordinate $j$ is
 $b^\star_j = \mathbb E[f s_j^2] / \mathbb E[s_j^2]$ (set the derivative of
 $\mathbb E[(f-b)^2 s_j^2]$ to zero); :class:`OptimalBaseline` plugs in batch averages.
@@ -27,12 +35,12 @@ $\mathbb E[(f-b)^2 s_j^2]$ to zero); :class:`OptimalBaseline` plugs in batch ave
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import distributions as D
 
-from .distributions import distribution_params, flatten_param_dict, unwrap_independent
+from .distributions import unwrap_independent
 
 __all__ = [
     "ScoreBatch",
@@ -43,31 +51,50 @@ __all__ = [
     "LeaveOneOut",
     "OptimalBaseline",
     "DeltaMethod",
+    "Expansion",
     "BASELINES",
     "resolve_baseline",
+    "leave_one_out_sums",
+    "leave_one_out_means",
 ]
 
 
 @dataclass
 class ScoreBatch:
-    """What a baseline may look at: costs ``values`` (N,) or per item (N, B), per-sample ``scores``
-    (N, P) w.r.t. the distribution's parameters or None (per-item costs, the surrogate loss), the
-    ``samples``, the distribution and ``f``."""
+    """What a baseline may look at for one batch.
+
+    ``values``: the costs, ``(N,)`` (one per joint sample) or ``(N, B)`` (one per sample and
+    item). ``scores``: per-sample scores, ``(N, Q)`` (joint) or ``(N, B, Q)`` (per item, the
+    coordinates of item ``i``'s own parameters), or None (in :func:`gradlab.surrogate_loss`).
+    ``samples``, the distribution ``dist``, ``f``, and ``params``: the distribution's own
+    parameters by name (the order of the flat parameter vector the corrections live in), or
+    None when gradlab cannot read them.
+    """
 
     values: torch.Tensor
     scores: Optional[torch.Tensor]
     samples: torch.Tensor
     dist: D.Distribution
     f: Callable
+    params: Optional[Dict[str, torch.Tensor]] = None
+    owns_scores: bool = False  # True when ``scores`` may be overwritten once the baseline has been formed
+
+    @property
+    def per_item(self) -> bool:
+        return self.values.dim() == 2
 
 
 class Baseline:
-    """A baseline: ``__call__(batch)`` gives $b$ of shape (N, 1), (N, P) (``per_coordinate``) or,
-    for per-item costs, (N, B); ``correction(batch)`` the term added back to every sample
-    (a (P,) tensor in the distribution's parameters, or 0). :meth:`fit` returns both from
-    one pass over the batch (what the score-function estimator calls)."""
+    r"""A baseline: ``__call__(batch)`` gives $b$, shaped like ``batch.values`` (one number per sample,
+    or per sample and item) or, when ``per_coordinate``, like ``batch.scores``; ``correction(batch)``
+    the term added back to every sample (a flat vector over the distribution's own parameters, or 0).
 
-    per_coordinate = False  # True when b has one value per coordinate of the parameters (N, P)
+    :meth:`terms` returns both for one batch; the estimators call it once per batch (a stateful
+    baseline such as :class:`EMABaseline` advances once per call).
+    """
+
+    per_coordinate = False  # True when b has one value per score coordinate
+    needs_params = False  # True when the correction lives on the distribution's own parameters
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
         raise NotImplementedError
@@ -75,29 +102,28 @@ class Baseline:
     def correction(self, batch: ScoreBatch) -> Union[torch.Tensor, float]:
         return 0.0
 
-    def fit(self, batch: ScoreBatch) -> Tuple[torch.Tensor, Union[torch.Tensor, float]]:
-        """``(b, correction)`` for this batch, each computed once."""
-        return self(batch), self.correction(batch)
-
     def surrogate_correction(self, batch: ScoreBatch) -> Union[torch.Tensor, float]:
-        """Deprecated (the generic surrogate of :class:`gradlab.estimator.Estimator` handles corrections)."""
+        """A scalar whose gradient w.r.t. the distribution's parameters is :meth:`correction`."""
         return 0.0
 
+    def terms(self, batch: ScoreBatch) -> Tuple[torch.Tensor, Union[torch.Tensor, float]]:
+        """``(b, correction)`` for one batch."""
+        return self(batch), self.correction(batch)
 
-def as_column(b: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """A baseline shaped like ``values`` as (N, 1) for one cost per sample, kept (N, B) per item."""
-    return b.unsqueeze(1) if values.dim() == 1 else b
+    def surrogate_terms(self, batch: ScoreBatch) -> Tuple[torch.Tensor, Union[torch.Tensor, float]]:
+        """``(b, surrogate_correction)`` for one batch (what :func:`gradlab.surrogate_loss` uses)."""
+        return self(batch), self.surrogate_correction(batch)
 
 
 class NoBaseline(Baseline):
     """$b = 0$: the plain score-function (REINFORCE) estimator."""
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
-        return as_column(torch.zeros_like(batch.values), batch.values)
+        return torch.zeros_like(batch.values)
 
 
 class ConstantBaseline(Baseline):
-    """A fixed number $b$ (e.g. $f(\\theta)$: Chapter 3's "forward" ES method). Unbiased."""
+    """A fixed number $b$ (e.g. $f(\\theta)$: Chapter 3's "forward" ES method), the same for every item. Unbiased."""
 
     def __init__(self, value: Union[float, torch.Tensor]):
         if isinstance(value, torch.Tensor):
@@ -107,15 +133,16 @@ class ConstantBaseline(Baseline):
         self.value = float(value)
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
-        return as_column(torch.full_like(batch.values, self.value), batch.values)
+        return torch.full_like(batch.values, self.value)
 
 
 class EMABaseline(Baseline):
     r"""Exponential moving average of past costs: $b \leftarrow \beta b + (1-\beta)\bar f$ after each batch.
 
-    The value used for a batch was fixed before the batch was drawn, so the
-    estimator stays unbiased. Stateful: keep one object across training steps.
-    ``value`` starts at ``initial``; ``reset()`` forgets the history.
+    The value used for a batch was fixed before the batch was drawn, so the estimator stays
+    unbiased. Stateful: keep one object across training steps. ``value`` starts at ``initial``
+    (a float); with per-item costs ``(N, B)`` it becomes a ``(B,)`` tensor, one running mean per
+    item position (the next per-item batch must have the same ``B``); ``reset()`` forgets the history.
     """
 
     def __init__(self, decay: float = 0.9, initial: float = 0.0):
@@ -127,40 +154,69 @@ class EMABaseline(Baseline):
         self.value = self.initial
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
-        b = as_column(torch.full_like(batch.values, self.value), batch.values)
-        mean = float(batch.values.detach().mean())
-        self.value = self.decay * self.value + (1.0 - self.decay) * mean
-        return b
+        values = batch.values.detach()
+        if not batch.per_item:
+            if isinstance(self.value, torch.Tensor):
+                raise ValueError("EMABaseline holds per-item values; reset() it before joint costs")
+            b = torch.full_like(values, self.value)
+            self.value = self.decay * self.value + (1.0 - self.decay) * float(values.mean())
+            return b
+        current = torch.as_tensor(self.value, dtype=values.dtype, device=values.device)
+        if current.dim() == 1 and current.shape[0] != values.shape[1]:
+            raise ValueError(
+                f"EMABaseline holds {current.shape[0]} per-item values, got costs of {values.shape[1]} items"
+            )
+        b = current.expand(values.shape[1]).clone()
+        self.value = self.decay * b + (1.0 - self.decay) * values.mean(0)
+        return b.expand_as(values)
+
+
+def leave_one_out_sums(values: torch.Tensor) -> torch.Tensor:
+    r"""$\sum_{m \neq n} v_m$ for every $n$ (dim 0), without the cancellation of ``sum - v``.
+
+    Exclusive prefix plus exclusive suffix sums: when one sample dominates, ``sum - v_n``
+    leaves round-off where the exact answer is tiny or zero.
+    """
+    padded = torch.nn.functional.pad(values, (0, 0) * (values.dim() - 1) + (1, 1))  # [0, v_0, ..., v_{N-1}, 0]
+    prefix = padded[:-2].cumsum(0)  # sum_{m < n} v_m
+    suffix = padded[2:].flip(0).cumsum(0).flip(0)  # sum_{m > n} v_m
+    return prefix + suffix
+
+
+def leave_one_out_means(values: torch.Tensor) -> torch.Tensor:
+    r"""$\frac{1}{N-1}\sum_{m \neq n} v_m$ along dim 0 (per column for ``(N, B)``), exact as :func:`leave_one_out_sums`."""
+    return leave_one_out_sums(values) / (values.shape[0] - 1)
 
 
 class LeaveOneOut(Baseline):
     r"""RLOO: $b_n = \frac{1}{N-1}\sum_{m\ne n} f(x_m)$, the mean of the *other* samples' costs.
 
-    Unbiased: $b_n$ is independent of $x_n$. Equivalently $\hat g = \frac{1}{N-1}\sum_n
-    (f_n - \bar f)\, s_n$ (Kool et al., 2019). Needs ``num_samples >= 2``. The sums over the
-    other samples are exact (:func:`leave_one_out_sums`, no ``sum - f_n`` cancellation); with
-    per-item costs (N, B) each item gets its own leave-one-out mean.
+    Per item ($f$ of shape ``(N, B)``): $b_{n,i} = \frac{1}{N-1}\sum_{m\ne n} f_{m,i}$, the other
+    samples of the same item. Unbiased: $b_n$ is independent of $x_n$. Equivalently
+    $\hat g = \frac{1}{N-1}\sum_n (f_n - \bar f)\, s_n$ (Kool et al., 2019). Computed with
+    :func:`leave_one_out_sums` (exact when one cost dominates). Needs ``num_samples >= 2``.
     """
 
     def __call__(self, batch: ScoreBatch) -> torch.Tensor:
         values = batch.values.detach()
-        count = values.shape[0]
-        if count < 2:
+        if values.shape[0] < 2:
             raise ValueError("baseline='rloo' needs num_samples >= 2")
-        return as_column(leave_one_out_sums(values) / (count - 1), values)
+        return leave_one_out_means(values)
 
 
 class OptimalBaseline(Baseline):
     r"""Per-coordinate $\hat b_j = \sum_n f_n s_{nj}^2 / \sum_n s_{nj}^2$, fitted on the batch itself.
 
-    Estimates the variance-minimising $b^\star_j = \mathbb E[f s_j^2]/\mathbb E[s_j^2]$.
-    **Biased** (``"optimal"``): $\hat b_j$ depends on every sample, including $x_n$, so
+    Estimates the variance-minimising $b^\star_j = \mathbb E[f s_j^2]/\mathbb E[s_j^2]$ (per item
+    and coordinate of the item's own parameters when the costs are per item). **Biased**
+    (``"optimal"``): $\hat b_j$ depends on every sample, including $x_n$, so
     $\mathbb E[\hat b_j s_{nj}] \neq 0$. The bias is $O(1/N)$ but its constant can be large
     (heavy weights $s_{nj}^2$): for $\mathcal N(1, 0.7^2)$, $f = (x - 0.3)^2$ it removes
     about half of the gradient at $N = 4$ and 15–25% at $N = 16$ (see the tests).
     ``leave_one_out=True`` (``"optimal_loo"``) fits $\hat b_{nj}$ on the other $N - 1$
     samples only: unbiased, nearly the same variance for moderate $N$ (needs $N \ge 2$).
-    Needs per-sample scores, so :func:`gradlab.surrogate_loss` does not accept it.
+    Needs per-sample scores: :func:`gradlab.surrogate_loss` takes the generic surrogate of
+    :class:`gradlab.estimator.Estimator` for it (the gradient of the mean of these estimates).
     """
 
     per_coordinate = True
@@ -172,7 +228,7 @@ class OptimalBaseline(Baseline):
         if batch.scores is None:
             raise ValueError("baseline='optimal' needs per-sample scores; use gradlab.expectation_grad")
         squares = batch.scores.detach() ** 2
-        weighted = batch.values.detach().unsqueeze(1) * squares
+        weighted = batch.values.detach().unsqueeze(-1) * squares
         tiny = torch.finfo(squares.dtype).tiny
         if not self.leave_one_out:
             return (weighted.sum(0) / squares.sum(0).clamp_min(tiny)).expand_as(squares)
@@ -183,16 +239,11 @@ class OptimalBaseline(Baseline):
         return torch.where(den > 0, num / den.clamp_min(tiny), torch.zeros_like(num))
 
 
-def leave_one_out_sums(values: torch.Tensor) -> torch.Tensor:
-    r"""$\sum_{m \neq n} v_m$ for every $n$ (dim 0), without the cancellation of ``sum - v``.
+class Expansion(NamedTuple):
+    """The delta method's expansion point for one batch: $f(\\mu)$ (``()`` or ``(B,)``) and $\\nabla f(\\mu)$."""
 
-    Exclusive prefix plus exclusive suffix sums: when one sample dominates, ``sum - v_n``
-    leaves round-off where the exact answer is tiny or zero.
-    """
-    zero = torch.zeros_like(values[:1])
-    prefix = torch.cat([zero, values.cumsum(0)[:-1]])
-    suffix = torch.cat([values.flip(0).cumsum(0)[:-1].flip(0), zero])
-    return prefix + suffix
+    value: torch.Tensor
+    grad: torch.Tensor
 
 
 class DeltaMethod(Baseline):
@@ -204,45 +255,51 @@ class DeltaMethod(Baseline):
     $\hat g_n = (f(x_n) - h(x_n))\, s_n + J^\top(\nabla f(\mu), 0)$ is unbiased. It removes
     the linear part of $f$ from the noisy term: large gains when $f$ is nearly linear
     on the scale of $\sigma$. Needs ``f`` differentiable (one extra evaluation and one
-    backward pass at $\mu$ per batch) and a Normal (or ``Independent`` Normal).
+    backward pass at $\mu$ per batch: :meth:`expansion`, computed once by :meth:`terms` and
+    passed to the others) and a Normal (or ``Independent`` Normal). Per item: $f(\mu)$ has
+    shape ``(1, B)`` and item $i$'s expansion uses the gradient of $f_i$ w.r.t. its own $\mu_i$.
     """
 
-    needs_jacobian = True  # needs the distribution's parameters (a Normal's loc) and one cost per sample
+    needs_params = True
 
-    def expansion(self, batch: ScoreBatch) -> Tuple[torch.Tensor, torch.Tensor]:
-        r"""$f(\mu)$ and $\nabla f(\mu)$ at the mean of the batch's Normal: one evaluation, one backward."""
+    def expansion(self, batch: ScoreBatch) -> Expansion:
+        """$f(\\mu)$ and $\\nabla_\\mu \\sum_i f_i(\\mu)$ at the mean of ``batch.dist``."""
         base = unwrap_independent(batch.dist)
         if type(base) is not D.Normal:
-            raise ValueError(
-                f"baseline='delta' needs a Normal distribution, got {type(base).__name__}"
-            )
+            raise ValueError(f"baseline='delta' needs a Normal distribution, got {type(base).__name__}")
         mu = base.loc.detach().clone().requires_grad_(True)
+        expected = (1, *batch.values.shape[1:])
         with torch.enable_grad():
             value = batch.f(mu.unsqueeze(0))
-            if not isinstance(value, torch.Tensor) or value.numel() != 1:
-                raise ValueError("baseline='delta': f must return shape (1,) for a batch of one sample")
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != expected:
+                raise ValueError(f"baseline='delta': f must return shape {expected} for a batch of one sample")
             (grad,) = torch.autograd.grad(value.sum(), mu)
-        return value.detach().reshape(()), grad
+        return Expansion(value.detach().reshape(expected[1:]), grad)
 
-    def baseline_from(self, batch: ScoreBatch, value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    def __call__(self, batch: ScoreBatch, expansion: Optional[Expansion] = None) -> torch.Tensor:
+        value, grad = self.expansion(batch) if expansion is None else expansion
         shift = (batch.samples.detach() - batch.dist.mean.detach()) * grad
-        return (value + shift.reshape(shift.shape[0], -1).sum(1)).unsqueeze(1)
+        shift = shift.reshape(*batch.values.shape, -1).sum(-1)
+        return value + shift
 
-    def correction_from(self, batch: ScoreBatch, grad: torch.Tensor) -> torch.Tensor:
-        r"""$\nabla_\lambda \mathbb E[h] = (\nabla f(\mu), 0)$ over the flat (``loc``, ``scale``)."""
-        params = distribution_params(batch.dist)
-        mean_grad = {k: grad if k.endswith("loc") else torch.zeros_like(v) for k, v in params.items()}
-        return flatten_param_dict(mean_grad)
+    def correction(self, batch: ScoreBatch, expansion: Optional[Expansion] = None) -> torch.Tensor:
+        if batch.params is None:
+            raise ValueError("baseline='delta' needs a distribution gradlab can read the parameters of")
+        grad = (self.expansion(batch) if expansion is None else expansion).grad
+        blocks = [(grad if k.endswith("loc") else torch.zeros_like(v)).reshape(-1) for k, v in batch.params.items()]
+        return torch.cat(blocks)
 
-    def fit(self, batch: ScoreBatch) -> Tuple[torch.Tensor, torch.Tensor]:
-        value, grad = self.expansion(batch)  # once per batch, passed on explicitly
-        return self.baseline_from(batch, value, grad), self.correction_from(batch, grad)
+    def surrogate_correction(self, batch: ScoreBatch, expansion: Optional[Expansion] = None) -> torch.Tensor:
+        grad = (self.expansion(batch) if expansion is None else expansion).grad
+        return (unwrap_independent(batch.dist).loc * grad).sum()
 
-    def __call__(self, batch: ScoreBatch) -> torch.Tensor:
-        return self.baseline_from(batch, *self.expansion(batch))
+    def terms(self, batch: ScoreBatch):
+        expansion = self.expansion(batch)
+        return self(batch, expansion), self.correction(batch, expansion)
 
-    def correction(self, batch: ScoreBatch) -> torch.Tensor:
-        return self.correction_from(batch, self.expansion(batch)[1])
+    def surrogate_terms(self, batch: ScoreBatch):
+        expansion = self.expansion(batch)
+        return self(batch, expansion), self.surrogate_correction(batch, expansion)
 
 
 BASELINES = {

@@ -22,8 +22,9 @@ Normal, ``probs`` of a Bernoulli, the logits for the discrete relaxations)::
 ``params(dist)`` detached (a dict; its flattening order is the order of the columns of
 ``grads``). The base class does everything else once: the input checks, the chain
 rule $\hat g_\theta^{(n)} = J^\top \hat g_\lambda^{(n)}$ with
-$J = \partial\lambda/\partial\theta$ (one batched vector-Jacobian product per sample or
-one per parameter, whichever is fewer; nothing when $\lambda$ *is* $\theta$), the reshape
+$J = \partial\lambda/\partial\theta$ (:mod:`gradlab.chain`: nothing when $\lambda$ *is* $\theta$, a
+product with $\operatorname{diag}J$ when ``make_dist`` is elementwise, else one batched
+vector-Jacobian product per sample or one per parameter, whichever is fewer), the reshape
 to ``(num_samples, *theta.shape)``, and a generic :meth:`Estimator.surrogate`
 (value: the mean cost; gradient: the mean estimate), which an estimator may override
 for speed.
@@ -52,15 +53,9 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from torch import distributions as D
 
+from .chain import chain_rule, theta_chain
 from .checks import check_callable, check_count, check_generator, check_tensor
-from .distributions import (
-    Params,
-    check_distribution,
-    distribution_params,
-    flatten_param_dict,
-    jacobian_of,
-    rebuild,
-)
+from .distributions import Params, check_distribution, distribution_params, flatten_param_dict, rebuild
 
 __all__ = [
     "Estimate",
@@ -98,43 +93,6 @@ def describe(dist: D.Distribution) -> str:
     if isinstance(dist, D.Independent):
         return f"Independent({describe(dist.base_dist)})"
     return type(dist).__name__
-
-
-# =========================================================================== chain rule
-def chain_rule(lam: Params, leaf: torch.Tensor, grads: torch.Tensor, *, create_graph: bool = False) -> torch.Tensor:
-    r"""Per-sample $J^\top g_n$ for ``grads`` (N, P), $J = \partial\,\mathrm{flat}(\lambda)/\partial\theta$: (N, D).
-
-    ``lam`` are the parameters computed from ``leaf`` (with their graph). Identity when
-    ``lam`` is ``leaf`` itself; otherwise the cheaper of N batched vector-Jacobian products
-    and the P-row Jacobian times ``grads``. ``create_graph`` keeps the graph of ``grads``
-    (the Jacobian itself is never differentiated).
-    """
-    count = grads.shape[0]
-    values = list(lam.values())
-    if len(values) == 1 and values[0] is leaf:
-        return grads.reshape(count, -1)
-    flat = flatten_param_dict(lam)
-    grads = grads.to(flat.dtype)
-    if not flat.requires_grad:
-        return torch.zeros(count, leaf.numel(), dtype=flat.dtype, device=flat.device)
-    if count < flat.numel():
-        try:
-            (out,) = torch.autograd.grad(
-                flat, leaf, grads, is_grads_batched=True, retain_graph=True, create_graph=create_graph,
-                allow_unused=True,
-            )
-        except RuntimeError:  # an op of make_dist without a batching rule: the Jacobian below works
-            pass
-        else:
-            if out is None:
-                return torch.zeros(count, leaf.numel(), dtype=flat.dtype, device=flat.device)
-            return out.reshape(count, -1)
-    return grads @ jacobian_of(flat, leaf)
-
-
-def dependence_mask(lam: Params) -> torch.Tensor:
-    """Bool (P,): which flat parameters are computed from theta (per tensor: ``requires_grad``)."""
-    return torch.cat([torch.full((v.numel(),), bool(v.requires_grad)) for v in lam.values()])
 
 
 # =========================================================================== the base class
@@ -237,17 +195,14 @@ class Estimator:
             )
             self.check_estimate(estimate, num_samples, theta.numel())
             return Estimate(estimate.costs, estimate.grads.reshape(num_samples, *theta.shape))
-        leaf = theta.detach().requires_grad_(True)
-        with torch.enable_grad():
-            lam_graph = self.params(make_dist(leaf))
-        options = {"needed": dependence_mask(lam_graph)} if self.skips_constant_params else {}
+        chain = theta_chain(make_dist, theta, self.params, dist, names=list(lam), create_graph=create_graph)
+        options = {"needed": chain.needed} if self.skips_constant_params else {}
         estimate = self.param_grads(
             f, dist, lam, num_samples=num_samples, baseline=baseline, generator=generator,
             create_graph=create_graph, **options,
         )
         self.check_estimate(estimate, num_samples, sum(v.numel() for v in lam.values()))
-        with torch.enable_grad():
-            grads = chain_rule(lam_graph, leaf, estimate.grads, create_graph=create_graph)
+        grads = chain(estimate.grads)
         return Estimate(estimate.costs, grads.reshape(num_samples, *theta.shape))
 
     def per_sample_grads(
@@ -304,6 +259,11 @@ class Estimator:
 
     def extra_repr(self) -> str:  # nn.Module subclasses print their name
         return f"name={self.name!r}"
+
+
+def dependence_mask(lam: Params) -> torch.Tensor:
+    """Bool (P,): which flat parameters are computed from theta (per tensor: ``requires_grad``)."""
+    return torch.cat([torch.full((v.numel(),), bool(v.requires_grad)) for v in lam.values()])
 
 
 def mean_cost(costs: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,22 @@ Assumptions: $p_\theta$ has a differentiable ``log_prob``; $f$ is any black box
 evaluation of $f$ and a share of one batched backward pass through ``log_prob``.
 
 **Vectorized scores.** The per-sample scores with respect to the distribution's own
-parameters $\lambda$ come from ONE forward and ONE backward pass: the parameters are
-repeated once per sample (``repeat_params``), so the gradient of
-$\sum_n \log p(x_n;\lambda^{(n)})$ with respect to the copy $\lambda^{(n)}$ is
-$\nabla_\lambda \log p(x_n)$. The chain rule to $\theta$ is one matmul with the
-Jacobian $J = \partial\lambda/\partial\theta$. For a distribution whose parameters
-gradlab cannot read, forward-mode AD gives the Jacobian of the vector of per-sample
-log-probs with respect to $\theta$ (one pass per coordinate of $\theta$).
+parameters $\lambda$ are closed forms for Normal, Bernoulli and Categorical (and their
+``Independent`` products; :mod:`gradlab.score_fastpath`); for other families they come
+from ONE forward and ONE backward pass with the parameters repeated once per sample. The
+baseline is applied on $\lambda$ (a per-coordinate one, ``"optimal"``, per coordinate of
+$\lambda$) and the chain rule to $\theta$ comes last, in the base class of the one protocol
+(:mod:`gradlab.estimator`, :mod:`gradlab.chain`: $\hat g_\theta = J^\top \hat g_\lambda$, a product with
+$\operatorname{diag}J$ when ``make_dist`` is elementwise in $\theta$).
+:func:`score_param_grads` is the hook's body, usable on its own. For a distribution whose parameters gradlab
+cannot read, forward-mode AD gives the Jacobian of the per-sample log-probs with respect
+to $\theta$ (one pass per coordinate of $\theta$).
+
+**Independent items.** ``f`` may return costs of shape ``(N, B)``, one per sample and item
+of a distribution batched over ``B`` items (``batch_shape[0] == B``), each cost depending on
+its own item only; then $\hat g_n = \sum_i (f_{n,i} - b_{n,i})\nabla\log p(x_{n,i})$ with
+per-item baselines (:mod:`gradlab.control_variates`), and :meth:`ScoreFunction.surrogate`'s
+value is $\frac1N\sum_n\sum_i f_{n,i}$.
 
 **Link with Chapter 3.** For $p_\theta = \mathcal N(\theta, \sigma^2 I)$ the score is
 $(x - \theta)/\sigma^2 = z/\sigma$ with $x = \theta + \sigma z$, so with the constant
@@ -25,25 +34,34 @@ method is the average of the estimates at the coupled pair $z, -z$.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import distributions as D
 
-from .control_variates import ScoreBatch, resolve_baseline
-from .distributions import (
-    distribution_params,
-    draw,
-    evaluate_costs,
-    item_count,
-    per_sample_param_grads,
-    rebuild,
-    repeat_params,
+from .control_variates import Baseline, ScoreBatch, resolve_baseline
+from .distributions import draw, evaluate_costs, item_count
+from .estimator import Estimate, Estimator, mean_cost, register_estimator
+from .score_fastpath import (
+    autograd_scores,
+    closed_form_scores,
+    flat_rows,
+    has_closed_form,
+    score_params,
+    theta_chain,
 )
-from .estimator import Estimate, Estimator, chain_rule, mean_cost, register_estimator
 
-__all__ = ["ScoreFunction", "per_sample_scores", "per_sample_log_prob", "check_log_prob"]
+__all__ = [
+    "ScoreFunction",
+    "ScoreEstimate",
+    "score_param_grads",
+    "weighted_scores",
+    "per_sample_scores",
+    "per_sample_log_prob",
+    "log_prob_jacobian",
+    "check_log_prob",
+]
 
 
 def has_log_prob(dist: D.Distribution) -> bool:
@@ -55,16 +73,16 @@ def check_log_prob(dist: D.Distribution) -> None:
     ScoreFunction().check(dist)
 
 
-def per_sample_log_prob(dist: D.Distribution, x: torch.Tensor, items: bool = False) -> torch.Tensor:
-    r"""$\log p(x_n)$ summed over everything but the sample dim: (N,); per item (dim 1 kept): (N, B)."""
+def per_sample_log_prob(dist: D.Distribution, x: torch.Tensor, per_item: bool = False) -> torch.Tensor:
+    r"""$\log p(x_n)$ summed over everything but the sample dim: shape (N,), or (N, B) per item."""
     log_prob = dist.log_prob(x)
-    if items:
-        return log_prob.reshape(*log_prob.shape[:2], -1).sum(2)
+    if per_item:
+        return log_prob.reshape(x.shape[0], dist.batch_shape[0], -1).sum(-1)
     return log_prob.reshape(x.shape[0], -1).sum(1)
 
 
-def log_prob_jacobian(make_dist: Callable, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """(N, D) Jacobian of the per-sample log-probs w.r.t. theta by forward-mode AD.
+def log_prob_jacobian(make_dist: Callable, theta: torch.Tensor, x: torch.Tensor, per_item: bool = False) -> torch.Tensor:
+    """(N, D) Jacobian of the per-sample log-probs w.r.t. theta by forward-mode AD ((N, B, D) per item).
 
     The fallback for distributions gradlab cannot rebuild from their parameters: one
     forward pass over all samples per coordinate of theta (a loop over coordinates,
@@ -78,26 +96,93 @@ def log_prob_jacobian(make_dist: Callable, theta: torch.Tensor, x: torch.Tensor)
                 tangent = torch.zeros_like(flat)
                 tangent[j] = 1.0
                 dual = fwAD.make_dual(flat, tangent).reshape(theta.shape)
-                out = per_sample_log_prob(make_dist(dual), x)
+                out = per_sample_log_prob(make_dist(dual), x, per_item)
                 columns.append(fwAD.unpack_dual(out).tangent)
-    return torch.stack(columns, dim=1)
+    return torch.stack(columns, dim=-1)
 
 
-def per_sample_scores(make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor):
-    r"""Scores $\nabla_\theta \log p_\theta(x_n)$ as an (N, D) tensor, and None (kept for the labs' references).
+def param_scores(dist: D.Distribution, x: torch.Tensor, params: dict):
+    """Per-sample scores w.r.t. ``params`` (closed form, else autograd), or None."""
+    scores = closed_form_scores(dist, x, params)
+    return autograd_scores(dist, x, params) if scores is None else scores
 
-    One forward and one backward pass over per-sample copies of the parameters, then the
-    chain rule of :mod:`gradlab.estimator`; forward-mode AD for distributions whose
-    parameters gradlab cannot read.
+
+def item_rows(blocks: dict, items: int) -> torch.Tensor:
+    """``{name: (N, B, ...)}`` -> ``(N, B, Q)``: each item's own parameter coordinates."""
+    if len(blocks) == 1:
+        (only,) = blocks.values()
+        return only.reshape(only.shape[0], items, -1)
+    return torch.cat([v.reshape(v.shape[0], items, -1) for v in blocks.values()], dim=-1)
+
+
+def flat_from_items(rows: torch.Tensor, params: dict) -> torch.Tensor:
+    """Inverse layout of :func:`item_rows`: ``(N, B, Q)`` -> ``(N, P)`` in the flat parameter order."""
+    if len(params) == 1:
+        return rows.reshape(rows.shape[0], -1)
+    sizes = [v.numel() // rows.shape[1] for v in params.values()]
+    return torch.cat([b.reshape(rows.shape[0], -1) for b in rows.split(sizes, dim=-1)], dim=1)
+
+
+def weighted_scores(control: Baseline, batch: ScoreBatch) -> torch.Tensor:
+    r"""$(f_n - b_n) s_n$ (per item: $\sum_i (f_{n,i} - b_{n,i}) s_{n,i}$) plus the correction, per sample.
+
+    ``batch.scores`` is ``(N, Q)`` or ``(N, B, Q)`` (per item); the result is ``(N, Q)``, or the
+    flat parameter rows ``(N, P)`` per item (``batch.params`` gives the layout).
     """
-    lam = {k: v.detach() for k, v in distribution_params(dist).items()}
-    if not lam:
-        return log_prob_jacobian(make_dist, theta, x), None
-    copies = repeat_params(lam, x.shape[0])
-    with torch.enable_grad():
-        scores = per_sample_param_grads(per_sample_log_prob(rebuild(dist, copies), x).sum(), copies)
-        leaf = theta.detach().requires_grad_(True)
-        return chain_rule(distribution_params(make_dist(leaf)), leaf, scores), None
+    b, correction = control.terms(batch)
+    values = batch.values.detach()
+    scores = batch.scores
+    if control.per_coordinate:
+        grads = (values.unsqueeze(-1) - b) * scores
+    elif batch.owns_scores and not scores.requires_grad:
+        grads = scores.mul_((values - b).unsqueeze(-1))  # fresh scores of this batch: reuse their memory
+    else:
+        grads = (values - b).unsqueeze(-1) * scores
+    if batch.per_item:
+        grads = flat_from_items(grads, batch.params)
+    return grads if isinstance(correction, float) and correction == 0.0 else grads + correction
+
+
+class ScoreEstimate(NamedTuple):
+    costs: torch.Tensor  # (N,) or (N, B)
+    grads: torch.Tensor  # (N, P): per-sample estimates w.r.t. the flat parameters
+
+
+def score_param_grads(
+    f: Callable,
+    dist: D.Distribution,
+    *,
+    num_samples: int,
+    baseline: object = None,
+    generator: Optional[torch.Generator] = None,
+    params: Optional[dict] = None,
+) -> ScoreEstimate:
+    r"""Per-sample score-function estimates w.r.t. the distribution's own parameters $\lambda$.
+
+    ``params``: the parametrisation (default :func:`gradlab.score_fastpath.score_params`); a
+    per-coordinate baseline is fitted per coordinate of $\lambda$ (per item and coordinate with
+    per-item costs). The body of :meth:`ScoreFunction.param_grads`.
+    """
+    control = resolve_baseline(baseline)
+    params = score_params(dist) if params is None else params
+    x = draw(dist, (num_samples,), generator=generator)
+    with torch.no_grad():
+        values = evaluate_costs(f, x, num_samples, items=item_count(dist))
+    scores = param_scores(dist, x, params)
+    if scores is None:
+        raise ValueError(f"score_param_grads cannot read the parameters of {type(dist).__name__}")
+    batch = ScoreBatch(values, None, x, dist, f, {k: v.detach() for k, v in params.items()}, owns_scores=True)
+    batch.scores = item_rows(scores, values.shape[1]) if batch.per_item else flat_rows(scores)
+    return ScoreEstimate(values, weighted_scores(control, batch))
+
+
+def per_sample_scores(make_dist: Callable, dist: D.Distribution, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Scores $\\nabla_\\theta \\log p_\\theta(x_n)$ as an (N, D) tensor."""
+    params = score_params(dist)
+    scores = param_scores(dist, x, params)
+    if scores is None:
+        return log_prob_jacobian(make_dist, theta, x)
+    return theta_chain(make_dist, theta, list(params), dist)(flat_rows(scores))
 
 
 class ScoreFunction(Estimator):
@@ -112,38 +197,35 @@ class ScoreFunction(Estimator):
     uses_baseline = True
     unbiased = True  # except with baseline="optimal" (fitted on the same batch)
     needs_f = "black box"
-    cost = "1 evaluation of f per sample and one batched backward pass through log_prob"
+    cost = "1 evaluation of f per sample; closed-form scores (else one batched backward pass through log_prob)"
 
     def check(self, dist: D.Distribution) -> None:
         if not has_log_prob(dist):
             raise self.unsupported(dist, "a distribution with log_prob")
 
-    def weights_and_correction(self, control, values, x, dist, f, scores):
-        """Baseline-corrected costs (N, 1 | P) or (N, B) and the correction added to every sample."""
-        per_item = values.dim() == 2
-        if per_item and (control.per_coordinate or getattr(control, "needs_jacobian", False)):
-            raise ValueError(f"baseline {type(control).__name__} does not support per-item costs (N, B)")
-        b, correction = control.fit(ScoreBatch(values, scores, x, dist, f))
-        weights = values - b if per_item else values.unsqueeze(1) - b
-        return weights, correction
+    def params(self, dist: D.Distribution) -> dict:
+        """:func:`~gradlab.score_fastpath.score_params`: a Bernoulli/Categorical built from logits is read in its logits."""
+        return score_params(dist)
 
     def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False) -> Estimate:
+        costs, grads = score_param_grads(f, dist, num_samples=num_samples, baseline=baseline,
+                                         generator=generator, params=lam)
+        return Estimate(costs, grads)
+
+    def unreadable_grads(self, f, make_dist, theta, dist, *, num_samples, baseline, generator) -> Estimate:
+        """Parameters gradlab cannot read: scores w.r.t. theta by forward-mode AD."""
         control = resolve_baseline(baseline)
+        if control.needs_params:
+            raise ValueError(f"baseline {baseline!r} needs a distribution gradlab can read the parameters of")
         x = draw(dist, (num_samples,), generator=generator)
         with torch.no_grad():
             values = evaluate_costs(f, x, num_samples, items=item_count(dist))
-        copies = repeat_params(lam, num_samples)
-        per_item = values.dim() == 2
-        with torch.enable_grad():
-            log_prob = per_sample_log_prob(rebuild(dist, copies), x, items=per_item)
-        if per_item:
-            weights, correction = self.weights_and_correction(control, values, x, dist, f, None)
-            grads = per_sample_param_grads((weights.detach() * log_prob).sum(), copies)
-        else:
-            scores = per_sample_param_grads(log_prob.sum(), copies)
-            weights, correction = self.weights_and_correction(control, values, x, dist, f, scores)
-            grads = weights * scores
-        return Estimate(values, grads + correction)
+        rows = log_prob_jacobian(make_dist, theta, x, per_item=values.dim() == 2)
+        b, correction = control.terms(ScoreBatch(values, rows, x, dist, f, None))
+        weights = values.unsqueeze(-1) - b if control.per_coordinate else (values - b).unsqueeze(-1)
+        grads = weights * rows
+        grads = grads.sum(1) if values.dim() == 2 else grads
+        return Estimate(values, grads if isinstance(correction, float) and correction == 0.0 else grads + correction)
 
     def grads(self, f, make_dist, dist, theta, num_samples, baseline, generator) -> torch.Tensor:
         """Deprecated: the hook of the protocol before :mod:`gradlab.estimator` (the labs list it); (N, D)."""
@@ -151,33 +233,27 @@ class ScoreFunction(Estimator):
             f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
         ).grads.reshape(num_samples, -1)
 
-    def unreadable_grads(self, f, make_dist, theta, dist, *, num_samples, baseline, generator) -> Estimate:
-        control = resolve_baseline(baseline)
-        if control.per_coordinate or getattr(control, "needs_jacobian", False):
-            raise ValueError(f"baseline {baseline!r} needs a distribution gradlab can read the parameters of")
-        x = draw(dist, (num_samples,), generator=generator)
-        with torch.no_grad():
-            values = evaluate_costs(f, x, num_samples)
-        scores = log_prob_jacobian(make_dist, theta, x)
-        weights, _ = self.weights_and_correction(control, values, x, dist, f, scores)
-        return Estimate(values, weights * scores)
-
     def surrogate(self, f, dist, *, num_samples, baseline, generator) -> torch.Tensor:
-        r"""$\bar f + L - \operatorname{stop}(L)$, $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$.
+        r"""$\bar f + L - \operatorname{stop}(L)$ with $L = \lambda\cdot\operatorname{stop}(\bar g_\lambda)$.
 
-        (Baselines with a correction term or one value per coordinate use the generic surrogate.)
+        With closed-form scores (Normal, Bernoulli, Categorical and their products) or a baseline with
+        a correction or one value per coordinate: the generic surrogate of the base class over the
+        closed-form estimates of :meth:`param_grads` (one backward pass through ``make_dist`` only).
+        Otherwise $L = \frac1N\sum_n \operatorname{stop}(f_n - b_n)\log p(x_n)$ (per item: $\sum_i$ over the
+        items of both $f$ and $L$): one backward pass through ``log_prob``.
         """
         control = resolve_baseline(baseline)
-        if control.per_coordinate or getattr(control, "needs_jacobian", False):
+        params = score_params(dist)
+        if control.per_coordinate or control.needs_params or has_closed_form(dist, params):
             return super().surrogate(f, dist, num_samples=num_samples, baseline=baseline, generator=generator)
         x = draw(dist, (num_samples,), generator=generator)
         with torch.no_grad():
             values = evaluate_costs(f, x, num_samples, items=item_count(dist))
-        weights, _ = self.weights_and_correction(control, values, x, dist, f, None)
         per_item = values.dim() == 2
-        log_prob = per_sample_log_prob(dist, x, items=per_item)
-        weights = weights.detach() if per_item else weights.detach().squeeze(1)
-        term = (weights * log_prob).sum() / num_samples
+        detached = {k: v.detach() for k, v in params.items()}
+        b, extra = control.surrogate_terms(ScoreBatch(values, None, x, dist, f, detached))
+        weights = (values - b).detach()
+        term = (weights * per_sample_log_prob(dist, x, per_item)).reshape(num_samples, -1).sum(1).mean() + extra
         return mean_cost(values).to(term.dtype) + term - term.detach()
 
 

@@ -158,3 +158,21 @@ def test_leave_one_out_baseline_is_exact_for_a_fixed_draw():
     others = torch.stack([torch.cat([values[:k], values[k + 1 :]]).mean() for k in range(n)])
     expected = sum((values[k] - others[k]) * z[k] for k in range(n)) / (n * sigma)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_leave_one_out_baseline_is_exact_in_float32_when_one_value_dominates():
+    """(sum - v_k)/(n - 1) gives b_0 = 1.333 for [3e7, 1, 2, 3] in float32; the mean of the others is 2.
+    The estimate uses this baseline: replacing it by zeros gives the plain estimate."""
+    values = torch.tensor([3e7, 1.0, 2.0, 3.0], dtype=torch.float32)
+    b = BlackboxGradientEstimator.leave_one_out_baseline(values)
+    print("b", b.tolist())
+    assert b[0].item() == 2.0
+
+    class ZeroBaseline(BlackboxGradientEstimator):
+        @staticmethod
+        def leave_one_out_baseline(values):
+            return torch.zeros_like(values)
+
+    based = ZeroBaseline(offset_quadratic, baseline=True, generator=torch.Generator().manual_seed(3))
+    plain = BlackboxGradientEstimator(offset_quadratic, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(based.estimate(MU, 8, 0.5), plain.estimate(MU, 8, 0.5), rtol=0, atol=0)

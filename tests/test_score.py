@@ -110,6 +110,125 @@ def test_score_needs_log_prob():
                          num_samples=3)
 
 
+# --------------------------------------------------------------------------- fast path vs autograd
+from torch.autograd.functional import jacobian  # noqa: E402
+
+from gradlab.distributions import draw  # noqa: E402
+from gradlab.score import per_sample_scores  # noqa: E402
+from gradlab.score_fastpath import autograd_scores, closed_form_scores, score_params, theta_chain  # noqa: E402
+
+
+def mix(seed, rows, cols):
+    return torch.randn(rows, cols, generator=gen(seed), dtype=F64) / math.sqrt(cols)
+
+
+A, C, W = mix(20, 10, 7), mix(21, 10, 7), mix(22, 6, 7)
+SQUARE, SQUARE6 = mix(28, 7, 7), mix(29, 6, 6)  # square but mixing: must not pass as diagonal
+FAST_CASES = {
+    # make_dist, theta shape: identity, views, elementwise and non-diagonal Jacobians
+    "bernoulli_logits_identity": (lambda t: D.Bernoulli(logits=t), (7,)),
+    "bernoulli_logits_view": (lambda t: D.Independent(D.Bernoulli(logits=t.reshape(3, 2)), 1), (6,)),
+    "bernoulli_probs_sigmoid": (lambda t: D.Bernoulli(probs=torch.sigmoid(t)), (2, 3)),
+    "bernoulli_probs_dense": (lambda t: D.Bernoulli(probs=torch.sigmoid(W @ t)), (7,)),
+    "normal_elementwise": (lambda t: D.Normal(t, 0.5 * t.exp() + 0.1), (2, 3)),
+    "normal_split": (lambda t: D.Normal(t[:3], t[3:].exp()), (6,)),
+    "normal_shared_scale": (lambda t: D.Independent(D.Normal(t[:4].reshape(2, 2), t[4].exp()), 2), (5,)),
+    "normal_dense": (lambda t: D.Independent(D.Normal(A @ t, (C @ t).exp() * 0.5), 1), (7,)),
+    "categorical_logits": (lambda t: D.Independent(D.Categorical(logits=t.reshape(2, 3)), 1), (6,)),
+    "categorical_logits_scaled": (lambda t: D.Categorical(logits=t.reshape(2, 3) * torch.arange(1.0, 4.0, dtype=F64)), (6,)),
+    "bernoulli_logits_square_dense": (lambda t: D.Bernoulli(logits=SQUARE @ t), (7,)),
+    "normal_square_loc_dense": (lambda t: D.Normal(SQUARE @ t, t.exp()), (7,)),
+    "categorical_logits_square_dense": (lambda t: D.Categorical(logits=(SQUARE6 @ t).reshape(2, 3)), (6,)),
+    "categorical_probs_dense": (lambda t: D.Categorical(probs=torch.softmax((W @ t).reshape(2, 3), -1)), (7,)),
+}
+
+
+def direct_scores(make, theta, x):
+    """grad_theta log p(x_n) for every n: the full Jacobian of the (N,) per-sample log-probs, float64."""
+    return jacobian(lambda t: make(t).log_prob(x).reshape(x.shape[0], -1).sum(1), theta).reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("name", sorted(FAST_CASES))
+@pytest.mark.parametrize("num_samples", [3, 40])
+def test_fast_path_scores_equal_autograd_to_round_off(name, num_samples):
+    """Closed-form scores and the diagonal/dense chain rule against autograd through log_prob, per
+    sample (N = 3 < P and N = 40 > P take both dense branches)."""
+    make, shape = FAST_CASES[name]
+    theta = torch.randn(shape, generator=gen(23), dtype=F64) * 0.7
+    dist = make(theta)
+    x = draw(dist, (num_samples,), generator=gen(24))
+    params = score_params(dist)
+    closed, auto = closed_form_scores(dist, x, params), autograd_scores(dist, x, params)
+    assert closed is not None and auto is not None
+    for k in params:
+        torch.testing.assert_close(closed[k], auto[k], rtol=1e-12, atol=1e-12)
+    got = per_sample_scores(make, dist, theta, x)
+    torch.testing.assert_close(got, direct_scores(make, theta, x), rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", ["normal_dense", "categorical_logits_scaled", "bernoulli_probs_sigmoid"])
+def test_estimates_are_costs_times_direct_scores(name):
+    """The whole estimator (no baseline): g_n = f(x_n) grad_theta log p(x_n), to round-off."""
+    make, shape = FAST_CASES[name]
+    theta = torch.randn(shape, generator=gen(25), dtype=F64) * 0.7
+
+    def f(x):
+        flat = x.reshape(x.shape[0], -1).to(F64)
+        return (flat * torch.arange(1.0, flat.shape[1] + 1, dtype=F64)).sum(1).sin() + 2.0
+
+    grads = expectation_grad(f, make, theta, estimator="score", num_samples=9, generator=gen(26))
+    x = draw(make(theta), (9,), generator=gen(26))
+    expected = f(x).unsqueeze(1) * direct_scores(make, theta, x)
+    torch.testing.assert_close(grads.reshape(9, -1), expected, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", sorted(FAST_CASES))
+def test_chain_rule_is_diagonal_exactly_for_elementwise_make_dist(name):
+    """Identity, views and elementwise maps get the product with diag J (no dense Jacobian); maps
+    that mix coordinates of theta are detected and get the dense chain rule."""
+    make, shape = FAST_CASES[name]
+    theta = torch.randn(shape, generator=gen(27), dtype=F64)
+    chain = theta_chain(make, theta, list(score_params(make(theta))))
+    dense = name.endswith("dense") or name in ("normal_shared_scale", "normal_split")
+    assert chain.diagonal is not dense
+
+
+def test_score_param_grads_is_the_estimate_on_the_distributions_own_parameters():
+    """The protocol-facing hook: per-sample estimates w.r.t. lambda (here the logits of 3 items x 4 bits,
+    per-item costs); chained with J = d lambda / d theta they are expectation_grad's estimates."""
+    from gradlab.score import score_param_grads
+
+    mix7 = torch.randn(12, 7, generator=gen(50), dtype=F64) / math.sqrt(7)
+
+    def make(t):
+        return D.Independent(D.Bernoulli(logits=(mix7 @ t).reshape(3, 4)), 1)
+
+    def f(x):
+        return (x * torch.arange(1.0, 5.0, dtype=F64)).sum(-1) ** 2 + torch.tensor([0.0, 3.0, -1.0], dtype=F64)
+
+    theta = torch.randn(7, generator=gen(51), dtype=F64)
+    est = score_param_grads(f, make(theta), num_samples=5, baseline="rloo", generator=gen(52))
+    assert est.costs.shape == (5, 3) and est.grads.shape == (5, 12)
+    chained = est.grads @ mix7  # J = mix7 for the logits
+    grads = expectation_grad(f, make, theta, estimator="score", num_samples=5, baseline="rloo", generator=gen(52))
+    torch.testing.assert_close(chained, grads, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(FAST_CASES))
+def test_chain_rule_of_arbitrary_rows_is_rows_times_jacobian(name):
+    """theta_chain(R) = R J for any rows R (not only scores: per-item and per-coordinate baselines give rows
+    that are not zero-sum per Categorical row, where the exact projection of the normalisation matters)."""
+    make, shape = FAST_CASES[name]
+    theta = torch.randn(shape, generator=gen(53), dtype=F64)
+    names = list(score_params(make(theta)))
+    jac = jacobian(lambda t: torch.cat([v.reshape(-1) for v in score_params(make(t)).values()]), theta)
+    jac = jac.reshape(jac.shape[0], -1)
+    for count in (3, 40):
+        rows = torch.randn(count, jac.shape[0], generator=gen(54 + count), dtype=F64)
+        got = theta_chain(make, theta, names)(rows)
+        torch.testing.assert_close(got, rows @ jac, rtol=1e-11, atol=1e-11)
+
+
 def test_per_item_costs_weight_each_items_score_by_its_own_cost_and_rloo_baseline():
     """Two items of three bits, f -> (N, 2): g_n = sum_i (f_ni - b_ni) (x_ni - p_i) in item i's logits,
     with the per-item leave-one-out b_ni = mean of f_mi over m != n (exact sums)."""

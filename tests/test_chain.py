@@ -1,0 +1,70 @@
+"""The one chain rule (gradlab.chain): identity without a second make_dist, the graph of the rows kept."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+from torch.autograd.functional import jacobian
+
+from gradlab.chain import Identity, ParamChain, theta_chain
+from gradlab.distributions import distribution_params
+
+F64 = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+MIX = torch.randn(12, 5, generator=gen(1), dtype=F64) / math.sqrt(5)
+
+
+def test_identity_chain_does_not_call_make_dist_again():
+    calls = []
+
+    def make(t):
+        calls.append(1)
+        return D.Bernoulli(logits=t)
+
+    theta = torch.randn(6, generator=gen(2), dtype=F64)
+    dist = make(theta.detach())
+    chain = theta_chain(make, theta, lambda d: {"logits": d.logits}, dist)
+    assert isinstance(chain, Identity) and len(calls) == 1
+    rows = torch.randn(4, 6, generator=gen(3), dtype=F64)
+    assert chain(rows) is rows
+    # a copy of theta is not theta: the chain probes make_dist (and still gives R J = R)
+    other = theta_chain(make, theta, lambda d: {"logits": d.logits}, make(theta.detach().clone()))
+    assert not isinstance(other, Identity) and other.diagonal
+    torch.testing.assert_close(other(rows), rows)
+
+
+@pytest.mark.parametrize("count", [3, 40])  # N < P (one VJP per row) and N > P (the Jacobian)
+def test_dense_chain_keeps_the_graph_of_the_rows(count):
+    """create_graph=True: d/dw sum(chain(rows(w)) * v) = d/dw sum(rows(w) @ J * v), float64."""
+
+    def make(t):
+        return D.Independent(D.Normal(MIX @ t, (0.3 * MIX @ t).exp()), 1)
+
+    theta = torch.randn(5, generator=gen(4), dtype=F64)
+    chain = theta_chain(make, theta, distribution_params, make(theta.detach()), create_graph=True)
+    assert isinstance(chain, ParamChain) and not chain.diagonal
+    jac = jacobian(lambda t: torch.cat([v.reshape(-1) for v in distribution_params(make(t)).values()]), theta)
+    w = torch.randn(count, 24, generator=gen(5), dtype=F64).requires_grad_(True)
+    v = torch.randn(count, 5, generator=gen(6), dtype=F64)
+    (got,) = torch.autograd.grad((chain(w.sin()) * v).sum(), w)
+    (expected,) = torch.autograd.grad(((w.sin() @ jac) * v).sum(), w)
+    torch.testing.assert_close(got, expected, rtol=1e-11, atol=1e-11)
+
+
+def test_diagonal_chain_for_an_elementwise_make_dist_equals_rows_times_jacobian():
+    def make(t):
+        return D.Normal(t.tanh(), 0.5 * t.exp() + 0.1)
+
+    theta = torch.randn(2, 3, generator=gen(7), dtype=F64)
+    chain = theta_chain(make, theta, distribution_params, make(theta.detach()))
+    assert chain.diagonal and bool(chain.needed.all())
+    jac = jacobian(lambda t: torch.cat([v.reshape(-1) for v in distribution_params(make(t)).values()]), theta)
+    rows = torch.randn(9, 12, generator=gen(8), dtype=F64)
+    torch.testing.assert_close(chain(rows), rows @ jac.reshape(12, 6), rtol=1e-12, atol=1e-12)
