@@ -161,3 +161,94 @@ def test_substituted_binds_names_for_the_block_and_restores_or_removes_them():
     with substituted(_probe="caller's globals"):  # the default namespace is the caller's module
         assert _probe == "caller's globals"
     assert "_probe" not in globals()
+
+
+# ------------------------------------------------------------------ statistical grading: size and power
+
+from gradlab.labcheck import check_frequencies, check_same_law, check_unbiased, check_variance_ratio  # noqa: E402
+
+
+def fails(check, *args, **kwargs) -> bool:
+    try:
+        check(*args, **kwargs)
+    except AssertionError:
+        return True
+    return False
+
+
+def test_check_unbiased_has_its_stated_size_and_power(capsys):
+    """Over many seeds a correct estimator fails at about the stated rate (never much more), and a biased one of
+    the size `detect` names fails at least 90% of the time."""
+    truth = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    scale = torch.tensor([1.0, 3.0, 0.5], dtype=torch.float64)
+    n, seeds, alpha = 400, 300, 0.05
+    detect = float(3.0 * (2.39 + 1.29) / n**0.5 * 1.25)  # above the smallest detectable bias of coordinate 1
+    failures = biased = 0
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        samples = truth + scale * torch.randn(n, 3, generator=g, dtype=torch.float64)
+        failures += fails(check_unbiased, "correct", samples, truth, alpha=alpha, detect=detect)
+        biased += fails(check_unbiased, "biased", samples + torch.tensor([0.0, detect, 0.0], dtype=torch.float64),
+                        truth, alpha=alpha, detect=detect)
+    capsys.readouterr()
+    # Binomial(300, <= 0.05): mean <= 15, sd about 3.8; Bonferroni over 3 coordinates makes it a little smaller.
+    assert 3 <= failures <= 15 + 3 * 3.8, f"size: {failures} of {seeds} correct runs failed at alpha = {alpha}"
+    assert biased >= 0.9 * seeds - 3 * (seeds * 0.09) ** 0.5, f"power: only {biased} of {seeds} biased runs failed"
+
+
+def test_check_unbiased_refuses_a_sample_too_noisy_for_the_stated_bias():
+    samples = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.raises(AssertionError, match="too noisy"):
+        check_unbiased("noisy", samples, torch.zeros(2), detect=0.01)
+    with pytest.raises(AssertionError, match="shape"):
+        check_unbiased("shape", samples, torch.zeros(3))
+
+
+def test_check_same_law_accepts_any_convention_for_the_same_law_and_rejects_another_law(capsys):
+    """Gumbel noise as -log(-log(u)) or -log(-log(1 - u)) is the same law; a shift of a fifth of a standard
+    deviation is another. Size and power over seeds, against reference draws and against a CDF."""
+    seeds, n, alpha = 100, 2000, 0.05
+    gumbel_cdf = lambda x: torch.exp(-torch.exp(-x))  # noqa: E731
+    failures = shifted = cdf_failures = 0
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        u, w = torch.rand(n, 2, generator=g, dtype=torch.float64), torch.rand(n, 2, generator=g, dtype=torch.float64)
+        one, other = -torch.log(-torch.log(u)), -torch.log(-torch.log(1 - w))
+        failures += fails(check_same_law, "same law", one, other, alpha=alpha)
+        cdf_failures += fails(check_same_law, "same law, CDF", other, gumbel_cdf, alpha=alpha)
+        shifted += fails(check_same_law, "shifted", one + 0.25, other, alpha=alpha)
+    capsys.readouterr()
+    assert failures <= 5 + 3 * 2.2 and cdf_failures <= 5 + 3 * 2.2, (failures, cdf_failures)
+    assert shifted >= 90, f"power: only {shifted} of {seeds} shifted samples were rejected"
+
+
+def test_check_frequencies_for_categories_and_bits(capsys):
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]], dtype=torch.float64)
+    p_bits = torch.tensor([0.1, 0.5, 0.85], dtype=torch.float64)
+    seeds, n, alpha = 100, 1000, 0.05
+    failures = wrong = bit_failures = flipped = 0
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        draws = torch.multinomial(probs, n, replacement=True, generator=g).T  # (n, 2)
+        failures += fails(check_frequencies, "categories", draws, probs, alpha=alpha)
+        wrong += fails(check_frequencies, "wrong", draws, probs.flip(-1), alpha=alpha)
+        u = torch.rand(n, 3, generator=g, dtype=torch.float64)
+        bit_failures += fails(check_frequencies, "u > 1 - p", (u > 1 - p_bits).double(), p_bits, alpha=alpha)
+        flipped += fails(check_frequencies, "1 - p", (u < 1 - p_bits).double(), p_bits, alpha=alpha)
+    capsys.readouterr()
+    assert failures <= 5 + 3 * 2.2 and bit_failures <= 5 + 3 * 2.2, (failures, bit_failures)
+    assert wrong == seeds and flipped == seeds
+    with pytest.raises(AssertionError, match="0 or 1"):
+        check_frequencies("bits", torch.full((5, 3), 0.5), p_bits)
+
+
+def test_check_variance_ratio_within_a_factor():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    b = torch.randn(4000, 3, generator=g, dtype=torch.float64)
+    assert abs(check_variance_ratio("same", a, b, factor=1.2) - 1) < 0.1
+    with pytest.raises(AssertionError, match="outside"):
+        check_variance_ratio("double", 2 * a, b, factor=1.5)
+    with pytest.raises(AssertionError, match="outside"):
+        check_variance_ratio("half", 0.5 * a, b, factor=1.5)
+    assert check_variance_ratio("smaller is fine", 0.5 * a, b, factor=1.5, upper_only=True) < 0.3
