@@ -10,6 +10,8 @@ module, where no answer cell can reach them.
   names (``"gradlab.surrogate_loss"``, ``"gradlab.ScoreFunction"``); :func:`disabled_for` and
   :func:`reference_disabled` make those names raise while an answer runs, so that an answer which merely
   calls them scores no points for that task;
+* :func:`without_reference` wraps a student's function for a visible test: it runs with its task's list
+  disabled, as in the hidden tests;
 * :class:`substituted` runs a task that uses an earlier one with a reference in place of the earlier
   answer (missing or broken), so that one mistake costs one task;
 * :func:`check_unbiased`, :func:`check_variance_ratio`, :func:`check_same_law` and
@@ -41,6 +43,7 @@ __all__ = [
     "disabled_for",
     "reference_disabled",
     "substituted",
+    "without_reference",
 ]
 
 # What each task must not call, by public name: `lab/grade_id of the answer cell` -> names. A function is
@@ -85,7 +88,7 @@ TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab5/train_step": ("gradlab.DVTrainer", "gradlab.labcheck_reference.train_step"),
     "lab5/train_dv": ("gradlab.DVTrainer",),
     "lab5/ground_truth": ("gradlab.correlated_gaussians",),
-    "lab5/estimate_mi": (),
+    "lab5/estimate_mi": ("gradlab.labcheck_reference.estimate_mi",),
 }
 
 
@@ -222,6 +225,19 @@ def disabled_for(task: str) -> contextlib.AbstractContextManager:
     if task not in TASK_REFERENCES:
         raise KeyError(f"task: unknown task {task!r}; known: {_b.sorted(TASK_REFERENCES)}")
     return reference_disabled(*TASK_REFERENCES[task])
+
+
+def without_reference(task: str, fn: Any) -> Any:
+    """``fn`` wrapped to run inside ``disabled_for(task)``: visible tests call the student's answer this way,
+    so that an answer that delegates to gradlab fails visibly, with the message the hidden tests give."""
+    if task not in TASK_REFERENCES:
+        raise KeyError(f"task: unknown task {task!r}; known: {_b.sorted(TASK_REFERENCES)}")
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with disabled_for(task):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 class substituted:

@@ -12,7 +12,8 @@ import builtins as _b
 
 import torch
 
-__all__ = ["es_grad_model", "es_step", "reinforce_loss", "relax_grad_samples", "st_bernoulli", "train_step"]
+__all__ = ["es_grad_model", "es_step", "estimate_mi", "reinforce_loss", "relax_grad_samples", "st_bernoulli",
+           "train_step"]
 
 
 def es_grad_model(model, loss_fn, inputs, targets, *, sigma, num_samples, generator):
@@ -80,3 +81,18 @@ def train_step(net, optimizer, Z_batch, Z_ref_batch):
     (-value).backward()
     optimizer.step()
     return value.item()
+
+
+def estimate_mi(Z, Z_ref, Z_test, Z_ref_test, epochs, seed=0):
+    """Lab 5: a fresh critic (two hidden ELU layers of 64, seeded) trained by gradlab's DVTrainer on the training
+    pair; returns ``(bound on the held-out pair, bound on the training pair)`` as floats."""
+    from torch import nn
+
+    from .dv import DV, DVTrainer
+    from .training import build_mlp
+
+    torch.manual_seed(seed)
+    net = build_mlp(Z.shape[1], [64, 64], 1, nn.ELU).to(device=Z.device, dtype=Z.dtype)
+    on_train = DVTrainer(Z, Z_ref, net, n_iters_per_epoch=5, seed=seed, lr=3e-3).step(epochs)
+    with torch.no_grad():
+        return DV(Z_test, Z_ref_test, net).item(), on_train
