@@ -5,6 +5,8 @@ instructor command.
   a solution or a hidden test anywhere, and a Makefile that only runs what it contains;
 * the student-facing pages (the lab pages of the book, the student notebooks) never tell students to run an
   instructor command.
+* no visible test cell of a student notebook contains a solution (a function named like an answer, a one-line
+  delegation to a listed gradlab reference, or an answer's signature built on one).
 (Feedback without hidden-test code and hidden tests that detect delegation to gradlab's reference are
 checked by tests/test_grading.py.)
 """
