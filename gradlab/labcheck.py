@@ -1,22 +1,95 @@
-"""Helpers for the test cells of the labs (not for the book).
+r"""Helpers for the test cells of the labs (not for the book).
 
-Lab test cells import what they use from here *inside the cell*, so that an answer cell cannot
-change what a test does by redefining a helper (``def check_close(*args): pass``): the import in
-the test cell rebinds the name just before it is used.
+Lab test cells import what they use from here *inside the cell*, so that an answer cell cannot change
+what a test does by redefining a helper (``def check_close(*args): pass``): the import in the test cell
+rebinds the name just before it is used, and the helpers themselves resolve builtins and torch in this
+module, where no answer cell can reach them.
 
 * :func:`check_close` prints the expected and the obtained tensor, then asserts that they agree;
-* :func:`reference_disabled` makes gradlab's own implementation of a task raise while a student's
-  answer runs, so that an answer which merely calls it scores no points for that task.
+* :data:`TASK_REFERENCES` is the documented, public list of what each task must not call, by public
+  names (``"gradlab.surrogate_loss"``, ``"gradlab.ScoreFunction"``); :func:`disabled_for` and
+  :func:`reference_disabled` make those names raise while an answer runs, so that an answer which merely
+  calls them scores no points for that task;
+* :func:`without_reference` wraps a student's function for a visible test: it runs with its task's list
+  disabled, as in the hidden tests;
+* :class:`substituted` runs a task that uses an earlier one with a reference in place of the earlier
+  answer (missing or broken), so that one mistake costs one task;
+* :func:`check_unbiased`, :func:`check_variance_ratio`, :func:`check_same_law` and
+  :func:`check_frequencies` grade a stochastic answer by what its task states (unbiased, a variance
+  within a factor of the reference's, equal in distribution to a law), not by equality with one
+  random-number convention (see :mod:`gradlab.labcheck_stats`).
 """
 from __future__ import annotations
 
+import builtins as _b
 import contextlib
+import importlib
+import sys
 import types
-from typing import Any, Iterator, Tuple, Union
+from typing import Any, Iterator, Union
 
 import torch
 
-__all__ = ["ReferenceDisabledError", "check_close", "reference_disabled"]
+from .labcheck_stats import check_frequencies, check_same_law, check_unbiased, check_variance_ratio
+
+__all__ = [
+    "ReferenceDisabledError",
+    "TASK_REFERENCES",
+    "check_close",
+    "check_frequencies",
+    "check_same_law",
+    "check_unbiased",
+    "check_variance_ratio",
+    "disabled_for",
+    "reference_disabled",
+    "substituted",
+    "without_reference",
+]
+
+# What each task must not call, by public name: `lab/grade_id of the answer cell` -> names. A function is
+# blocked however it is reached (gradlab.X, gradlab.module.X, a from-import taken before); a class has every
+# method it defines or inherits from gradlab classes blocked (dunder methods excepted, so instances can still
+# be built and printed); "module.Class.method" blocks one method. Names from gradlab.labcheck_reference are the
+# references the tests substitute for earlier answers: a task may not call its own.
+_ESTIMATORS = ("gradlab.expectation_grad", "gradlab.surrogate_loss", "gradlab.per_sample",
+               "gradlab.score.per_sample_scores", "gradlab.ScoreFunction", "gradlab.Pathwise",
+               "gradlab.MeasureValued")
+TASK_REFERENCES: dict[str, tuple[str, ...]] = {
+    "lab1/requ_forward": ("gradlab.requ", "gradlab.ReQU", "gradlab.nn.ReQU"),
+    "lab1/requ_backward": ("gradlab.requ", "gradlab.ReQU", "gradlab.nn.ReQU"),
+    "lab1/linear_forward": ("gradlab.linear", "gradlab.LinearFunction"),
+    "lab1/linear_backward": ("gradlab.linear", "gradlab.LinearFunction"),
+    "lab1/topological_order": ("gradlab.backprop.topological_order", "gradlab.backprop.backward",
+                               "gradlab.backprop.Node.backward"),
+    "lab1/backward": ("gradlab.backprop.topological_order", "gradlab.backprop.backward",
+                      "gradlab.backprop.Node.backward"),
+    "lab2/fd_central_grad": ("gradlab.fd_grad", "gradlab.fd_directional", "gradlab.forward_grad"),
+    "lab2/es_grad_antithetic": ("gradlab.es_grad", "gradlab.es_grad_model", "gradlab.ES_grad"),
+    "lab2/es_grad_model": ("gradlab.es_grad", "gradlab.es_grad_model", "gradlab.ES_grad",
+                           "gradlab.labcheck_reference.es_grad_model"),
+    "lab2/es_step": ("gradlab.ES_step", "gradlab.labcheck_reference.es_step"),
+    "lab2/train_es": ("gradlab.ES_step", "gradlab.train"),
+    "lab3/score_grad_rloo": _ESTIMATORS,
+    "lab3/pathwise_grad": _ESTIMATORS,
+    "lab3/reinforce_loss": _ESTIMATORS + ("gradlab.labcheck_reference.reinforce_loss",),
+    "lab3/train_bandit": _ESTIMATORS,
+    "lab4/gumbel_softmax": ("gradlab.gumbel_softmax", "gradlab.gumbel_max", "gradlab.discrete.sample_gumbel",
+                            "gradlab.discrete.perturb", "gradlab.GumbelSoftmaxEstimator"),
+    "lab4/st_bernoulli": ("gradlab.straight_through", "gradlab.discrete.BernoulliStraightThrough",
+                          "gradlab.StraightThroughEstimator", "gradlab.labcheck_reference.st_bernoulli"),
+    "lab4/exact_bernoulli_grad": ("gradlab.exact_expectation_grad",),
+    "lab4/st_grad_samples": ("gradlab.StraightThroughEstimator", "gradlab.expectation_grad",
+                             "gradlab.surrogate_loss"),
+    "lab4/reinforce": _ESTIMATORS,
+    "lab4/relax": ("gradlab.RELAX", "gradlab.REBAR", "gradlab.relax.sample_z_b_ztilde",
+                   "gradlab.labcheck_reference.relax_grad_samples") + _ESTIMATORS,
+    "lab4/adapt_surrogate": ("gradlab.RELAX", "gradlab.REBAR"),
+    "lab5/dv_bound": ("gradlab.dv.DV", "gradlab.dv.log_mean_exp"),
+    "lab5/train_step": ("gradlab.DVTrainer", "gradlab.labcheck_reference.train_step"),
+    "lab5/train_dv": ("gradlab.DVTrainer",),
+    "lab5/ground_truth": ("gradlab.correlated_gaussians",),
+    "lab5/estimate_mi": ("gradlab.labcheck_reference.estimate_mi",),
+}
 
 
 class ReferenceDisabledError(RuntimeError):
@@ -25,9 +98,9 @@ class ReferenceDisabledError(RuntimeError):
 
 def check_close(what: str, got: Any, expected: torch.Tensor, atol: float = 1e-6, rtol: float = 1e-5) -> None:
     """Print ``expected`` and ``got``, then assert that ``got`` is a tensor of the same shape, close to it."""
-    print(f"{what}\n  expected: {expected}\n  got:      {got}")
-    assert isinstance(got, torch.Tensor), f"{what}: expected a tensor, got {type(got).__name__}"
-    assert got.shape == expected.shape, f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+    _b.print(f"{what}\n  expected: {expected}\n  got:      {got}")
+    assert _b.isinstance(got, torch.Tensor), f"{what}: expected a tensor, got {_b.type(got).__name__}"
+    assert got.shape == expected.shape, f"{what}: expected shape {_b.tuple(expected.shape)}, got {_b.tuple(got.shape)}"
     got, expected = got.detach(), expected.detach()
     gap = (got - expected).abs().max().item() if got.numel() else 0.0
     assert torch.allclose(got, expected, atol=atol, rtol=rtol), f"{what}: largest difference {gap:.3g}"
@@ -41,45 +114,154 @@ def _disabled(*args: Any, **kwargs: Any) -> Any:
     )
 
 
-Target = Union[types.FunctionType, Tuple[type, str]]
+def resolve(name: str) -> tuple[Any, Any]:
+    """``(owner, object)`` for a public dotted name: the longest importable module prefix, then attributes."""
+    if not _b.isinstance(name, str) or not name.startswith("gradlab"):
+        raise TypeError(f"targets: expected a public name starting with 'gradlab', got {name!r}")
+    parts = name.split(".")
+    for cut in _b.range(_b.len(parts), 0, -1):
+        try:
+            owner = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        obj = owner
+        try:
+            for part in parts[cut:]:
+                owner, obj = obj, _b.getattr(obj, part)
+        except AttributeError:
+            raise TypeError(f"targets: {name!r} is not a public name of gradlab") from None
+        return owner, obj
+    raise TypeError(f"targets: no module for {name!r}")
+
+
+def _kind_of(cls: type, name: str) -> Any:
+    for klass in cls.__mro__:
+        if name in _b.vars(klass):
+            return _b.vars(klass)[name]
+    return None
+
+
+def _replacement(original: Any) -> Any:
+    if _b.isinstance(original, _b.staticmethod):
+        return _b.staticmethod(_disabled)
+    if _b.isinstance(original, _b.classmethod):
+        return _b.classmethod(_disabled)
+    return _disabled
+
+
+def _estimating_methods(cls: type) -> list[str]:
+    """Every callable attribute ``cls`` defines or inherits from a gradlab class, dunders excepted."""
+    names = []
+    for klass in cls.__mro__:
+        if not _b.getattr(klass, "__module__", "").startswith("gradlab") or klass.__module__.startswith("gradlab.labcheck"):
+            continue
+        for name, value in _b.vars(klass).items():
+            if name.startswith("__") and name.endswith("__") or name in names:
+                continue
+            if _b.isinstance(value, (types.FunctionType, _b.staticmethod, _b.classmethod)):
+                names.append(name)
+    return names
+
+
+def _block_method(cls: type, name: str, undo: list) -> None:
+    had, original = name in _b.vars(cls), _b.vars(cls).get(name)
+    _b.setattr(cls, name, _replacement(_kind_of(cls, name)))
+    undo.append(lambda: _b.setattr(cls, name, original) if had else _b.delattr(cls, name))
+
+
+def _block_function(fn: types.FunctionType, undo: list) -> None:
+    original = fn.__code__
+    fn.__code__ = _disabled.__code__.replace(co_freevars=original.co_freevars)
+    undo.append(lambda: _b.setattr(fn, "__code__", original))
+
+
+Target = Union[str, types.FunctionType, type]
 
 
 @contextlib.contextmanager
 def reference_disabled(*targets: Target) -> Iterator[None]:
     r"""Make each target raise :class:`ReferenceDisabledError` inside the ``with`` block.
 
-    A target is a plain function (its code object is swapped, so every reference to it is caught,
-    including ``from gradlab.es import es_grad as mine`` taken before the test) or a pair
-    ``(cls, "method")`` for a method or a static method of a class (the class attribute is swapped).
+    A target is a public name (``"gradlab.es_grad"``, ``"gradlab.ScoreFunction"``,
+    ``"gradlab.backprop.Node.backward"``) or the object itself:
+
+    * a function has its code object swapped, so every reference to it is caught, including
+      ``from gradlab.es import es_grad as mine`` taken before the test;
+    * a class has every method it defines or inherits from gradlab classes replaced on the class
+      (dunders excepted), so the block survives a refactor that renames its private hooks; other
+      classes that share its base are untouched;
+    * ``Class.method`` replaces that one method.
+
     Everything is restored on exit, even when the block raises.
 
     >>> import gradlab
-    >>> with reference_disabled(gradlab.autograd.requ):
+    >>> with reference_disabled("gradlab.requ"):
     ...     gradlab.autograd.requ(torch.ones(1))
     Traceback (most recent call last):
     ...
     gradlab.labcheck.ReferenceDisabledError: this test runs your answer ...
     """
-    undo = []
+    undo: list = []
     try:
         for target in targets:
-            if isinstance(target, tuple):
-                cls, name = target
-                if not isinstance(cls, type) or not isinstance(name, str) or name not in vars(cls):
-                    raise TypeError(f"targets: expected (class, name of an attribute of it), got {target!r}")
-                original = vars(cls)[name]
-                replacement = staticmethod(_disabled) if isinstance(original, staticmethod) else _disabled
-                setattr(cls, name, replacement)
-                undo.append(lambda cls=cls, name=name, original=original: setattr(cls, name, original))
-            elif isinstance(target, types.FunctionType):
-                if target.__code__.co_freevars:
-                    raise TypeError(f"targets: {target.__qualname__} is a closure; pass its owner instead")
-                original_code = target.__code__
-                target.__code__ = _disabled.__code__
-                undo.append(lambda target=target, code=original_code: setattr(target, "__code__", code))
+            owner, obj = resolve(target) if _b.isinstance(target, str) else (None, target)
+            if _b.isinstance(obj, type):
+                for name in _estimating_methods(obj):
+                    _block_method(obj, name, undo)
+            elif _b.isinstance(owner, type) and _b.isinstance(obj, types.FunctionType):
+                _block_method(owner, target.rsplit(".", 1)[1], undo)
+            elif _b.isinstance(obj, types.FunctionType):
+                _block_function(obj, undo)
             else:
-                raise TypeError(f"targets: expected a function or a (class, name) pair, got {target!r}")
+                raise TypeError(f"targets: expected a public gradlab function or class, got {target!r}")
         yield
     finally:
-        for restore in reversed(undo):
+        for restore in _b.reversed(undo):
             restore()
+
+
+def disabled_for(task: str) -> contextlib.AbstractContextManager:
+    """``reference_disabled`` with the public list of ``task`` (``"lab3/score_grad_rloo"``)."""
+    if task not in TASK_REFERENCES:
+        raise KeyError(f"task: unknown task {task!r}; known: {_b.sorted(TASK_REFERENCES)}")
+    return reference_disabled(*TASK_REFERENCES[task])
+
+
+def without_reference(task: str, fn: Any) -> Any:
+    """``fn`` wrapped to run inside ``disabled_for(task)``: visible tests call the student's answer this way,
+    so that an answer that delegates to gradlab fails visibly, with the message the hidden tests give."""
+    if task not in TASK_REFERENCES:
+        raise KeyError(f"task: unknown task {task!r}; known: {_b.sorted(TASK_REFERENCES)}")
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with disabled_for(task):
+            return fn(*args, **kwargs)
+
+    return run
+
+
+class substituted:
+    """Bind names in the notebook's namespace for the ``with`` block, then restore them (or remove them).
+
+    ``with substituted(st_bernoulli=reference):`` makes the student's ``st_grad_samples`` call the reference
+    sampler while its test runs, whether the student's own ``st_bernoulli`` is right, wrong or missing.
+    The namespace is the caller's globals (the notebook), or ``namespace=`` if given.
+    """
+
+    _missing = object()
+
+    def __init__(self, namespace: dict | None = None, **replacements: Any) -> None:
+        self.namespace = sys._getframe(1).f_globals if namespace is None else namespace
+        self.replacements = replacements
+
+    def __enter__(self) -> "substituted":
+        self.saved = {k: self.namespace.get(k, self._missing) for k in self.replacements}
+        self.namespace.update(self.replacements)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for name, value in self.saved.items():
+            if value is self._missing:
+                self.namespace.pop(name, None)
+            else:
+                self.namespace[name] = value

@@ -10,8 +10,10 @@ hand), runs nbgrader's own ``autograde`` on all of them in one go (configured by
 ``nbgrader_config.py``: hidden tests restored, per-cell timeouts, capped output, a dying kernel
 isolated), and writes ``grades/LAB.csv`` with the columns ``student_id, score, max_score, status``:
 
-* ``graded`` — every test cell was scored; a note follows when something was repaired or stopped
-  (non-UTF-8 bytes replaced, a deleted test cell put back, a cell timed out or killed the kernel);
+* ``graded`` — every test cell was scored; a note follows when something was repaired (non-UTF-8
+  bytes replaced, a deleted test cell put back) or a slow cell passed on its retry;
+* ``graded; needs review`` — scored, but a cell timed out (after its retry) or killed the kernel and was
+  isolated: the note names every such cell, and a person should look (the score may be too low);
 * ``needs manual grading`` — nbgrader scored what it could, a person must grade the rest
   (in formgrader), the score so far is given;
 * ``failed: <reason>`` — the submission could not be graded (unreadable notebook, missing
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -40,7 +43,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import make_labs  # noqa: E402
-from gradlab_nbgrader import KERNEL_DIED, TIMED_OUT  # noqa: E402
+from gradlab_nbgrader import KERNEL_DIED, RETRIED, TIMED_OUT, workload_seconds  # noqa: E402
 
 STAGING = ".grading"
 COLUMNS = ["student_id", "score", "max_score", "status"]
@@ -62,7 +65,7 @@ class Result:
 
     @property
     def needs_person(self) -> bool:
-        return not self.status.startswith("graded")
+        return not self.status.startswith("graded") or "needs review" in self.status
 
 
 def read_notebook(path: Path) -> tuple[nbformat.NotebookNode | None, list[str], str | None]:
@@ -118,7 +121,14 @@ def autograde(lab: str, root: Path, staging: Path, extra: list[str]) -> subproce
     for student in (p.name for p in staging.iterdir()):
         shutil.rmtree(root / "autograded" / student / lab, ignore_errors=True)
     return make_labs.nbgrader("autograde", lab, "--force", f"--CourseDirectory.submitted_directory={submitted}",
-                              *extra, root=root)
+                              *extra, root=root, env=one_thread_env())
+
+
+def one_thread_env() -> dict[str, str]:
+    """The grading environment: one thread for torch, OpenMP and MKL in nbgrader and its kernels."""
+    env = make_labs.venv_env()
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    return env
 
 
 def nbgrader_reason(log: str, student: str) -> str:
@@ -126,10 +136,17 @@ def nbgrader_reason(log: str, student: str) -> str:
     lines = log.splitlines()
     hits = [i for i, line in enumerate(lines) if "error processing assignment" in line and f"/{student}/" in line]
     if hits:
+        # The exception's own line ("DeadKernelError: the kernel died ..."), never a quoted source line of the
+        # grader: the last "Name: message" line of the traceback that follows, before the next log record.
+        found = []
         for line in lines[hits[-1] + 1:]:
+            if re.match(r"^\[[A-Za-z]+App \|", line) and found:
+                break
             line = re.sub(r"^\[[^]]*\]\s*", "", line.strip())  # nbgrader's "[AutogradeApp | ERROR] "
-            if re.match(r"^[\w.]*(Error|Exception)\b", line) or "died" in line:
-                return line[:160]
+            if re.match(r"^[A-Za-z_][\w.]*(Error|Exception)(: |$)", line):
+                found.append(line)
+        if found:
+            return found[-1][:200]
     return "nbgrader could not grade it (see the log above)"
 
 
@@ -154,11 +171,20 @@ def collect(lab: str, root: Path, staging: Path, log: str, results: dict[str, Re
                 result.notes.append(f"late by {submission.total_seconds_late / 3600:.1f} h, penalty {penalty:g}")
             result.status = "needs manual grading" if submission.needs_manual_grade else "graded"
             nb = nbformat.read(graded, as_version=4)
+            flagged = False
             for kind, words in ((TIMED_OUT, "timed out"), (KERNEL_DIED, "killed the kernel (isolated)")):
                 cells = [c.metadata.get("nbgrader", {}).get("grade_id", "a cell") for c in nb.cells
                          if c.cell_type == "code" and any(o.get("ename") == kind for o in c.outputs)]
                 if cells:
                     result.notes.append(f"{words}: {', '.join(cells)}")
+                    flagged = True
+            slow = [c.metadata.get("nbgrader", {}).get("grade_id", "a cell") for c in nb.cells
+                    if c.cell_type == "code" and not any(o.get("ename") == TIMED_OUT for o in c.outputs)
+                    and any(RETRIED in o.get("text", "") for o in c.outputs if o.get("output_type") == "stream")]
+            if slow:
+                result.notes.append(f"passed on retry after a timeout: {', '.join(slow)}")
+            if flagged:
+                result.status += "; needs review"
     for result in results.values():
         if result.max_score is None and result.status.startswith("failed"):
             result.max_score = max_score
@@ -182,7 +208,7 @@ def summary(lab: str, results: dict[str, Result], csv_path: Path, seconds: float
             row = result.row()
             lines.append(f"  {row['student_id']}: {row['score'] or '-'}/{row['max_score']} {row['status']}")
     if any(r.needs_person for r in results.values()):
-        lines.append("A person is needed for the rows above marked failed or needs manual grading.")
+        lines.append("A person is needed for the rows above marked failed, needs manual grading or needs review.")
     return "\n".join(lines)
 
 
@@ -217,6 +243,7 @@ def measure(lab: str, root: Path = ROOT) -> Path:
     from nbclient import NotebookClient
 
     nb = nbformat.read(make_labs.build_source(lab, root), as_version=4)
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # as the grading kernels run
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(root)}})
     times = {}
     original = client.async_execute_cell
@@ -230,7 +257,10 @@ def measure(lab: str, root: Path = ROOT) -> Path:
         return result
 
     client.async_execute_cell = timed
+    baseline = workload_seconds()
     client.execute()
+    # The load of this machine while it measured: grading scales the timeouts by how much slower it runs.
+    times["_baseline"] = round(min(baseline, workload_seconds()), 4)
     path = make_labs.source_md(lab, root).with_name("cell_times.json")
     path.write_text(json.dumps(times, indent=1) + "\n")
     return path

@@ -7,9 +7,23 @@
     student) get ``Execute.timeout``;
   - outputs are capped while the cell runs, per cell (``max_cell_output_bytes``) and per notebook
     (``max_notebook_output_bytes``), so a print in an endless loop cannot fill memory or disk;
+  - the timeouts scale with the load of the grading machine: a fixed pure-Python workload is timed when
+    the cell times are measured (``_baseline`` in ``cell_times.json``) and again before each notebook,
+    and the ratio (at least 1, at most ``max_load_factor``) multiplies the measured times;
+  - a cell that times out runs once more with twice its timeout (the kernel was interrupted, so the
+    cell restarts from the notebook's state); a retry that passes is noted, one that fails again is
+    flagged for a person by ``scripts/grade.py`` ("needs review");
+  - the kernel runs with one thread (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = ``kernel_threads``): on a
+    busy machine torch's default of one thread per core made a 1 s loop take 24 s;
   - when the kernel dies (``os._exit``, a segfault, the memory killer), the notebook is executed
     again from the top in a fresh kernel with the dying cell *isolated*: not run, and marked with a
-    ``KernelDied`` error output, so every other cell keeps its points.
+    ``KernelDied`` error output, so every other cell keeps its points. A kernel that dies again and
+    again fails the submission with the kernel's own message and the cells it died in;
+  - test cells cannot be fooled by an answer cell that shadows a builtin (``abs = lambda x: 0``,
+    ``sum = 0.0``): before a test cell runs, every builtin name it reads and does not bind itself is
+    rewritten to ``__gradlab_builtins__.<name>`` (the ``builtins`` module, imported on the cell's first
+    line), so that line numbers stay; the cell's source is put back after it ran. Student functions
+    the test calls still see the student's own names.
 * :class:`StderrIsNotFailure` keeps text a test cell wrote to stderr (a warning, a progress bar)
   as ordinary output: nbgrader would otherwise give such a test cell 0 points, although it passed.
   A test cell fails only by raising (a failed assertion, an error from the student's code, a timeout).
@@ -20,19 +34,27 @@ Only nbgrader's documented extension points are used: preprocessor lists and tra
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import copy
 import json
 import math
+import os
 import re
+import time
 
 from nbclient.exceptions import DeadKernelError
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_solution
-from traitlets import Dict, Float, Integer
+from traitlets import Bool, Dict, Float, Integer
 
 KERNEL_DIED = "KernelDied"
 TIMED_OUT = "CellTimeoutError"
+RETRIED = "[grader] this cell timed out and was run once more with twice the time"
+SAFE_BUILTINS = "__gradlab_builtins__"
+# Builtins left alone: zero-argument super() needs its name in the function body, and dunders are module data.
+NOT_REWRITTEN = {"super"}
 HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[ \t]*$", re.M | re.S)
 
 
@@ -51,6 +73,78 @@ def _truncate(output: NotebookNode, budget: int) -> NotebookNode:
     return NotebookNode(output_type="stream", name="stdout", text=notice)
 
 
+def bound_names(tree: ast.AST) -> set[str]:
+    """Every name a piece of code binds anywhere (assignments, defs, arguments, imports, handlers)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            names.update(node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names
+
+
+def protect_builtins(source: str) -> str:
+    """``source`` with every builtin it reads (and does not bind) read from the ``builtins`` module.
+
+    Line numbers are kept: the import goes on the first line when that is a simple statement, a comment
+    or blank. Code that does not parse (IPython magics) is returned unchanged.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    shielded = {n for n in dir(builtins) if not n.startswith("__")} - bound_names(tree) - NOT_REWRITTEN
+    lines = source.splitlines(keepends=True) or [""]
+    spans: dict[int, list] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id in shielded \
+                and node.lineno == node.end_lineno:
+            spans.setdefault(node.lineno, []).append((node.col_offset, node.end_col_offset, node.id))
+    for lineno, found in spans.items():
+        raw = lines[lineno - 1].encode("utf-8")
+        for start, end, name in sorted(found, reverse=True):
+            if raw[start:end] == name.encode():  # positions inside f-strings may be off: leave those
+                raw = raw[:start] + f"{SAFE_BUILTINS}.{name}".encode() + raw[end:]
+        lines[lineno - 1] = raw.decode("utf-8")
+    first = tree.body[0] if tree.body else None
+    head = f"import builtins as {SAFE_BUILTINS}"
+    if not lines[0].strip() or lines[0].lstrip().startswith("#"):
+        lines[0] = f"{head}  {lines[0].strip()}\n" if lines[0].strip() else head + "\n"
+    elif first is not None and first.lineno == 1 and first.end_lineno == 1 and not isinstance(
+            first, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.With, ast.For, ast.While, ast.If,
+                    ast.Try, ast.AsyncWith, ast.AsyncFor)) and not lines[0].rstrip().endswith("\\"):
+        lines[0] = f"{head}; {lines[0]}"
+    else:
+        lines.insert(0, head + "\n")
+    protected = "".join(lines)
+    try:
+        ast.parse(protected)
+    except SyntaxError:
+        return source
+    return protected
+
+
+def workload_seconds(repeats: int = 3) -> float:
+    """The best of ``repeats`` timings of a fixed pure-Python workload (about 0.05 s on an idle core)."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 class BoundedExecute(Execute):
     """nbgrader's Execute with per-cell timeouts from measured times, capped outputs, and
     recovery from a dying kernel (see the module docstring)."""
@@ -63,26 +157,42 @@ class BoundedExecute(Execute):
     max_cell_output_bytes = Integer(100_000, help="output kept per cell (characters of JSON)").tag(config=True)
     max_notebook_output_bytes = Integer(2_000_000, help="output kept per notebook").tag(config=True)
     max_kernel_deaths = Integer(3, help="kernel deaths survived per notebook before giving up").tag(config=True)
+    kernel_threads = Integer(1, help="OMP_NUM_THREADS / MKL_NUM_THREADS of the grading kernel").tag(config=True)
+    max_load_factor = Float(4.0, help="cap on the load scaling of the timeouts").tag(config=True)
+    retry_timeouts = Bool(True, help="run a timed-out cell once more with twice its timeout").tag(config=True)
+    protect_test_cells = Bool(True, help="test cells read builtins from the builtins module").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         lab = (resources or {}).get("nbgrader", {}).get("assignment")
         self._times = self.cell_times.get(lab, {})
+        self._load = self.load_factor()
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(self.kernel_threads)  # the kernel inherits the environment
         self.timeout_func = self._cell_timeout
-        self._isolated: set[int] = set()
+        self._isolated: dict[int, str] = {}
         for _ in range(self.max_kernel_deaths + 1):
             attempt = copy.deepcopy(nb)
-            self._used, self._total = {}, 0
+            self._used, self._total, self._retrying = {}, 0, False
             try:
                 attempt, resources = super().preprocess(attempt, resources, km)
-            except DeadKernelError:
-                self.log.warning("The kernel died in cell %d: executing again with that cell isolated",
-                                 self._running)
-                self._isolated.add(self._running)
+            except DeadKernelError as error:
+                self.log.warning("The kernel died in cell %d (%s): executing again with that cell isolated",
+                                 self._running, error)
+                self._isolated[self._running] = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 continue
             nb.cells = attempt.cells
             nb.metadata = attempt.metadata
             return nb, resources
-        raise DeadKernelError(f"the kernel died {self.max_kernel_deaths + 1} times (cells {sorted(self._isolated)})")
+        where = ", ".join(nb.cells[i].metadata.get("nbgrader", {}).get("grade_id", f"cell {i}") for i in self._isolated)
+        last = [m for m in self._isolated.values() if m][-1:] or ["no message"]
+        raise DeadKernelError(f"the kernel died {len(self._isolated)} times, in {where}; its last message: {last[0]}")
+
+    def load_factor(self) -> float:
+        """How much slower this machine is now than when the cell times were measured (>= 1)."""
+        baseline = self._times.get("_baseline")
+        if not baseline:
+            return 1.0
+        return min(max(workload_seconds() / float(baseline), 1.0), self.max_load_factor)
 
     def preprocess_cell(self, cell, resources, index):
         self._running = index
@@ -94,13 +204,30 @@ class BoundedExecute(Execute):
             )]
             cell.execution_count = None
             return cell, resources
-        return super().preprocess_cell(cell, resources, index)
+        source = cell.source
+        if self.protect_test_cells and cell.cell_type == "code" and is_grade(cell) and not is_solution(cell):
+            cell.source = protect_builtins(source)
+        try:
+            cell, resources = super().preprocess_cell(cell, resources, index)
+            if self.retry_timeouts and cell.cell_type == "code" and _timed_out(cell):
+                self.log.warning("Cell %d timed out: running it once more with twice the time", index)
+                cell.outputs, self._retrying = [], True
+                try:
+                    cell, resources = super().preprocess_cell(cell, resources, index)
+                finally:
+                    self._retrying = False
+                cell.outputs.insert(0, NotebookNode(output_type="stream", name="stdout", text=RETRIED + "\n"))
+        finally:
+            cell.source = source
+        return cell, resources
 
     def _cell_timeout(self, cell) -> int:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         if grade_id not in self._times:
-            return self.timeout
-        return int(math.ceil(self.min_timeout + self.timeout_factor * float(self._times[grade_id])))
+            seconds = self.timeout
+        else:
+            seconds = self.min_timeout + self.timeout_factor * self._load * float(self._times[grade_id])
+        return int(math.ceil(seconds * (2 if self._retrying else 1)))
 
     def output(self, outs, msg, display_id, cell_index):
         out = super().output(outs, msg, display_id, cell_index)
@@ -120,6 +247,10 @@ class BoundedExecute(Execute):
         outs.append(cut)
         self._used[cell_index], self._total = used + budget, self._total + budget
         return cut
+
+
+def _timed_out(cell) -> bool:
+    return any(o.get("output_type") == "error" and o.get("ename") == TIMED_OUT for o in cell.outputs)
 
 
 class StderrIsNotFailure(NbGraderPreprocessor):

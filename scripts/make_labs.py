@@ -91,10 +91,10 @@ def venv_env() -> dict[str, str]:
     return env
 
 
-def nbgrader(*args: str, root: Path = ROOT) -> subprocess.CompletedProcess:
+def nbgrader(*args: str, root: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``nbgrader <args>`` with this interpreter, from the course root ``root``."""
     cmd = [sys.executable, "-m", "nbgrader", *args]
-    return subprocess.run(cmd, cwd=root, env=venv_env(), capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=root, env=env or venv_env(), capture_output=True, text=True)
 
 
 def generate_assignment(lab: str, root: Path = ROOT) -> Path:

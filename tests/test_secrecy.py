@@ -5,6 +5,8 @@ instructor command.
   a solution or a hidden test anywhere, and a Makefile that only runs what it contains;
 * the student-facing pages (the lab pages of the book, the student notebooks) never tell students to run an
   instructor command.
+* no visible test cell of a student notebook contains a solution (a function named like an answer, a one-line
+  delegation to a listed gradlab reference, or an answer's signature built on one).
 (Feedback without hidden-test code and hidden tests that detect delegation to gradlab's reference are
 checked by tests/test_grading.py.)
 """
@@ -121,3 +123,110 @@ def test_student_pages_name_no_instructor_command(name, text):
 
 def test_instructor_command_pattern_can_fail():
     assert INSTRUCTOR_COMMANDS.search("run `make labs` first") and INSTRUCTOR_COMMANDS.search("nbgrader autograde lab1")
+
+
+# ------------------------------------------------ no visible test cell contains a solution (issue 19, item 3)
+
+import ast  # noqa: E402
+
+from gradlab import labcheck  # noqa: E402
+
+
+def answer_signatures(lab: str) -> dict[str, list[str]]:
+    """The functions (and classes) the answer cells of ``lab`` ask for: name -> argument names."""
+    nb = nbformat.read(make_labs.build_source(lab), as_version=4)
+    found = {}
+    for c in nb.cells:
+        meta = c.metadata.get("nbgrader", {})
+        if meta.get("solution") and c.cell_type == "code":
+            for node in ast.parse(c.source).body:
+                if isinstance(node, ast.FunctionDef):
+                    found[node.name] = [a.arg for a in node.args.args + node.args.kwonlyargs]
+                elif isinstance(node, ast.ClassDef):
+                    found[node.name] = []
+    return found
+
+
+def listed_references(lab: str) -> list:
+    """Every object the labs' public lists of ``lab`` name (functions, classes)."""
+    return [labcheck.resolve(name)[1] for task, names in labcheck.TASK_REFERENCES.items()
+            if task.startswith(f"{lab}/") for name in names]
+
+
+def dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(aliases.get(node.id, node.id))
+    return ".".join(reversed(parts))
+
+
+def calls_a_reference(node: ast.AST, aliases: dict[str, str], references: list) -> bool:
+    for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+        name = dotted(call.func, aliases)
+        if not name or not name.startswith("gradlab"):
+            continue
+        try:
+            owner, obj = labcheck.resolve(name)
+        except TypeError:
+            continue
+        if any(obj is ref or owner is ref for ref in references):
+            return True
+    return False
+
+
+def solutions_in(source: str, answers: dict[str, list[str]], references: list) -> list[str]:
+    """Functions in ``source`` that are a solution: named like an answer (or ``reference_<answer>``), a one-line
+    delegation to a listed gradlab reference, or an answer's signature calling one."""
+    tree = ast.parse(source)
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gradlab"):
+            aliases.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+        elif isinstance(node, ast.Import):
+            aliases.update({a.asname: a.name for a in node.names if a.asname})
+    found = []
+    methods = {id(n) for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for n in c.body}
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or id(node) in methods:
+            continue  # a method (an autograd Function's backward in a test) is not an answer
+        body = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+        args = [a.arg for a in node.args.args + node.args.kwonlyargs]
+        bare = node.name.removeprefix("reference_").removeprefix("your_")
+        if bare in answers:
+            found.append(f"{node.name} (named like the answer {bare})")
+        elif len(body) == 1 and isinstance(body[0], ast.Return) and calls_a_reference(body[0], aliases, references):
+            found.append(f"{node.name} (returns gradlab's reference of a task)")
+        elif args and args in answers.values() and calls_a_reference(node, aliases, references):
+            found.append(f"{node.name} (an answer's signature, built on gradlab's reference)")
+    return found
+
+
+@pytest.mark.parametrize("lab", make_labs.find_labs())
+def test_no_visible_test_cell_contains_a_solution(lab):
+    """The visible tests of the student notebook tell the truth: they hold no reference implementation of a task
+    (those live in gradlab.labcheck_reference or in hidden tests)."""
+    answers, references = answer_signatures(lab), listed_references(lab)
+    nb = nbformat.read(make_labs.release_ipynb(lab), as_version=4)
+    for c in nb.cells:
+        meta = c.metadata.get("nbgrader", {})
+        if meta.get("grade") and not meta.get("solution") and c.cell_type == "code":
+            found = solutions_in(c.source, answers, references)
+            assert not found, f"{lab} {meta['grade_id']}: a visible test cell defines a solution: {found}"
+
+
+def test_the_solution_check_can_fail():
+    answers = {"relax_grad_samples": ["f", "theta", "surrogate"], "reinforce_loss": ["logits", "labels"]}
+    references = listed_references("lab4") + listed_references("lab3")
+    one_liner = ("import gradlab\n\ndef relax(f, theta, s, *, n, g):\n"
+                 "    return gradlab.discrete.RELAX(s, rebar_term=False).estimate(f, None, theta, num_samples=n)\n")
+    named = "def reference_reinforce_loss(logits, labels):\n    return 0\n"
+    signature = ("from gradlab.expectation import surrogate_loss\n\ndef loss(logits, labels):\n"
+                 "    d = make(logits)\n    return surrogate_loss(cost, d, num_samples=4)\n")
+    harmless = "import gradlab\n\ndef check(x):\n    expected = gradlab.expectation_grad(f, m, x)\n    assert expected.shape\n"
+    assert solutions_in(one_liner, answers, references) and solutions_in(named, answers, references)
+    assert solutions_in(signature.replace("(logits, labels)", "(logits, labels)"), answers, references)
+    assert not solutions_in(harmless, answers, references)

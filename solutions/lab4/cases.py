@@ -4,24 +4,40 @@ Format: see solutions/lab1/cases.py. Each submission starts from the solution no
 """
 
 SUBMISSIONS = {
-    # Part 2 wrong (the right samples, but detached: no straight-through gradient), Part 4b left undone:
-    # 14 - 2 - 3. The tasks built on them (st_grad_samples on st_bernoulli, adapt_surrogate on
-    # relax_grad_samples) are tested with gradlab's versions and keep their points.
+    # Part 2 wrong (the right samples, but detached: no straight-through gradient), Part 3's exact gradient left
+    # undone: 14 - 2 - 1. The task built on st_bernoulli (st_grad_samples) is tested with a reference and keeps
+    # its points. RELAX is written with the other Bernoulli convention (b = 1[u < p], z = theta + log(1 - u) -
+    # log(u), the matching conditional sample): graded by unbiasedness and variance, it passes.
     "partial": {
-        "kinds": ["partial"],
-        "unanswered": ["relax"],
+        "kinds": ["partial", "alternative"],
+        "unanswered": ["exact_bernoulli_grad"],
         "answers": {
             "st_bernoulli": '''
 def st_bernoulli(probs, generator):
     u = torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
     return (u < probs).to(probs.dtype)
 ''',
+            "relax": '''
+def relax_grad_samples(f, theta, surrogate, *, num_samples, generator):
+    copies = theta.detach().expand(num_samples, *theta.shape).clone().requires_grad_(True)
+    p = torch.sigmoid(copies)
+    tiny = torch.finfo(theta.dtype).tiny
+    u = torch.rand(copies.shape, generator=generator, dtype=theta.dtype, device=theta.device).clamp(min=tiny)
+    v = torch.rand(copies.shape, generator=generator, dtype=theta.dtype, device=theta.device).clamp(min=tiny)
+    b = (u < p.detach()).to(theta.dtype)
+    z = copies + torch.log1p(-u) - torch.log(u)
+    u_given_b = torch.where(b.bool(), v * p, p + v * (1 - p))
+    z_tilde = copies + torch.log1p(-u_given_b) - torch.log(u_given_b)
+    c_tilde = surrogate(z_tilde)
+    (grad_c,) = torch.autograd.grad((surrogate(z) - c_tilde).sum(), copies, create_graph=True)
+    return (f(b) - c_tilde)[:, None] * (b - p.detach()) + grad_c
+''',
         },
-        "score": 9,
-        "failed": ["test-st_bernoulli", "test-relax"],
+        "score": 11,
+        "failed": ["test-exact_bernoulli_grad", "test-st_bernoulli"],
     },
-    # Correct, written differently: a Gumbel-softmax normalised by hand (max subtracted, exp, sum) that
-    # warns; straight-through as a torch.autograd.Function of its own; the straight-through estimate as
+    # Correct, written differently: a Gumbel-softmax normalised by hand (max subtracted, exp, sum), with the noise
+    # -log(-log(1 - u)), that warns; straight-through (b = 1 where u > 1 - p) as a torch.autograd.Function of its own; the straight-through estimate as
     # df/db times p(1 - p) by hand; REINFORCE's score taken by autograd through Bernoulli.log_prob; the
     # variance adaptation with a tqdm bar on stderr, another surrogate wrapper and loss arrangement.
     # Delegation: exact_bernoulli_grad and relax_grad_samples call gradlab (visible tests pass, hidden fail).
@@ -37,8 +53,8 @@ def gumbel_softmax_sample(logits, tau, generator):
         raise ValueError(f"tau: expected a positive temperature, got {tau}")
     warnings.warn("gumbel_softmax_sample: a warning from correct code", UserWarning)
     u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
-    u = torch.clamp(u, min=torch.finfo(logits.dtype).tiny)
-    scores = (logits - torch.log(-torch.log(u))) / tau
+    # The other convention for the Gumbel noise: -log(-log(1 - u)), finite because 1 - u > 0.
+    scores = (logits - torch.log(-torch.log1p(-u))) / tau
     scores = scores - scores.max(dim=-1, keepdim=True).values
     weights = scores.exp()
     return weights / weights.sum(dim=-1, keepdim=True)
@@ -47,7 +63,7 @@ def gumbel_softmax_sample(logits, tau, generator):
 class IdentityBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, probs, u):
-        return (u < probs).to(probs.dtype)
+        return (u > 1 - probs).to(probs.dtype)  # the other convention: b = 1 where u > 1 - p
 
     @staticmethod
     def backward(ctx, grad):

@@ -50,7 +50,8 @@ def ground_truth(rho, dim=1):
         "failed": ["test-train_step", "test-estimate_mi"],
     },
     # Correct, written differently: train_step negates a loss (zero_grad without set_to_none, float() instead of
-    # .item()) and warns; estimate_mi shows DVTrainer's progress bar (stderr) and trains one epoch per call.
+    # .item()) and warns; estimate_mi shows DVTrainer's progress bar (stderr), trains one epoch per call and detaches the held-out
+    # bound instead of using torch.no_grad().
     # Delegation: dv_bound returns gradlab's DV; train_dv hands the work to DVTrainer (it passes the visible
     # tests: every sample once per epoch, a new order each epoch, it learns); ground_truth returns the value
     # correlated_gaussians computes. 10 - 2 - 3 - 1.
@@ -84,12 +85,12 @@ def ground_truth(rho, dim=1):
     return correlated_gaussians(2, rho, dim=dim)[2]
 ''',
             "estimate_mi": '''
-def estimate_mi(Z, Z_ref, epochs, seed=SEED):
-    trainer = DVTrainer(Z, Z_ref, make_net(Z.shape[1], seed=seed), n_iters_per_epoch=5, seed=seed, lr=3e-3,
-                        progress=True)
+def estimate_mi(Z, Z_ref, Z_test, Z_ref_test, epochs, seed=SEED):
+    net = make_net(Z.shape[1], seed=seed)
+    trainer = DVTrainer(Z, Z_ref, net, n_iters_per_epoch=5, seed=seed, lr=3e-3, progress=True)
     for _ in range(epochs):
-        estimate = trainer.step(1)
-    return estimate
+        trainer.step(1)
+    return float(DV(Z_test, Z_ref_test, net).detach())  # .detach() instead of torch.no_grad()
 ''',
         },
         "score": 4,

@@ -1,0 +1,98 @@
+r"""Reference answers that lab tests substitute for a student's earlier answer (not for the book).
+
+When a task uses an earlier one (``train_bandit`` calls ``reinforce_loss``), its test runs it with the
+reference below in place of the student's earlier function, through :class:`gradlab.labcheck.substituted`,
+so that a missing or broken earlier answer costs only its own points. They are written with torch alone,
+so they keep working while a test has gradlab's estimators disabled; each is in
+:data:`gradlab.labcheck.TASK_REFERENCES` for its own task, so calling it from that task earns nothing.
+"""
+from __future__ import annotations
+
+import builtins as _b
+
+import torch
+
+__all__ = ["es_grad_model", "es_step", "estimate_mi", "reinforce_loss", "relax_grad_samples", "st_bernoulli",
+           "train_step"]
+
+
+def es_grad_model(model, loss_fn, inputs, targets, *, sigma, num_samples, generator):
+    """Lab 2: gradlab's antithetic ES estimate for all parameters, drawing the noise in one call."""
+    from .es import es_grad_model as estimate
+
+    return estimate(model, loss_fn, inputs, targets, sigma=sigma, num_samples=num_samples,
+                    chunk_size=num_samples, generator=generator)
+
+
+def es_step(model, loss_fn, inputs, targets, optimizer, *, sigma, num_samples, generator):
+    """Lab 2: the loss before the step, then one optimizer step on :func:`es_grad_model`'s estimate."""
+    from .params import assign_grads
+
+    with torch.no_grad():
+        before = _b.float(loss_fn(model(inputs), targets))
+    optimizer.zero_grad()
+    assign_grads(model, es_grad_model(model, loss_fn, inputs, targets, sigma=sigma, num_samples=num_samples,
+                                      generator=generator))
+    optimizer.step()
+    return before
+
+
+def reinforce_loss(logits, labels, *, num_samples, generator):
+    r"""Lab 3: $-\frac1{BK}\sum_{ij}(r_{ij} - b_{ij})\log\pi(a_{ij}\mid i)$ with a per-image leave-one-out
+    baseline, the draws taken with one ``torch.multinomial`` call of shape ``(B, K)``."""
+    if num_samples < 2:
+        raise ValueError(f"num_samples must be at least 2, got {num_samples}")
+    draws = torch.multinomial(torch.softmax(logits, -1).detach(), num_samples, replacement=True, generator=generator)
+    rewards = (draws == labels[:, None]).to(logits.dtype)
+    others = (rewards.sum(1, keepdim=True) - rewards) / (num_samples - 1)
+    return -((rewards - others) * torch.log_softmax(logits, -1).gather(1, draws)).mean()
+
+
+def st_bernoulli(probs, generator):
+    r"""Lab 4: $b = \mathbb 1[u < p]$ forward, the identity backward."""
+    u = torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
+    return (u < probs).to(probs.dtype) - probs.detach() + probs
+
+
+def relax_grad_samples(f, theta, surrogate, *, num_samples, generator):
+    r"""Lab 4: per-sample RELAX estimates $[f(b) - c(\tilde z)](b - p) + \nabla c(z) - \nabla c(\tilde z)$,
+    differentiable in the surrogate's parameters (``create_graph=True``)."""
+    lam = theta.detach().expand(num_samples, *theta.shape).clone().requires_grad_(True)
+    tiny = torch.finfo(theta.dtype).tiny
+    u, v = (torch.rand(lam.shape, generator=generator, dtype=theta.dtype, device=theta.device).clamp(min=tiny)
+            for _ in _b.range(2))
+    p = torch.sigmoid(lam)
+    logistic = lambda w: lam + torch.log(w) - torch.log1p(-w)  # noqa: E731
+    z = logistic(u)
+    b = (z > 0).detach().to(theta.dtype)
+    z_tilde = logistic(b * (1 - p + v * p) + (1 - b) * (1 - p) * (1 - v))
+    c_tilde = surrogate(z_tilde)
+    with torch.enable_grad():
+        (grad_c,) = torch.autograd.grad((surrogate(z) - c_tilde).sum(), lam, create_graph=True)
+    return (f(b) - c_tilde)[:, None] * (b - p.detach()) + grad_c
+
+
+def train_step(net, optimizer, Z_batch, Z_ref_batch):
+    """Lab 5: one gradient-ascent step on the DV bound; returns the bound before the step."""
+    from .dv import DV
+
+    optimizer.zero_grad()
+    value = DV(Z_batch, Z_ref_batch, net)
+    (-value).backward()
+    optimizer.step()
+    return value.item()
+
+
+def estimate_mi(Z, Z_ref, Z_test, Z_ref_test, epochs, seed=0):
+    """Lab 5: a fresh critic (two hidden ELU layers of 64, seeded) trained by gradlab's DVTrainer on the training
+    pair; returns ``(bound on the held-out pair, bound on the training pair)`` as floats."""
+    from torch import nn
+
+    from .dv import DV, DVTrainer
+    from .training import build_mlp
+
+    torch.manual_seed(seed)
+    net = build_mlp(Z.shape[1], [64, 64], 1, nn.ELU).to(device=Z.device, dtype=Z.dtype)
+    on_train = DVTrainer(Z, Z_ref, net, n_iters_per_epoch=5, seed=seed, lr=3e-3).step(epochs)
+    with torch.no_grad():
+        return DV(Z_test, Z_ref_test, net).item(), on_train
