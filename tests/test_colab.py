@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_labs  # noqa: E402
 
 LABS = make_labs.find_labs()
+pytestmark = [pytest.mark.venv, pytest.mark.xdist_group("colab")]  # one wheel, one overlay: one worker
 HIDDEN_FROM_THE_NEW_ENVIRONMENT = ("gradlab", "__editable__")
 
 RUN = """
