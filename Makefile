@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: setup book test test-fast labs grade student-repo notebooks bench clean
+.PHONY: setup book test test-fast mutants labs grade student-repo notebooks bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -24,6 +24,11 @@ test: setup
 ## The unit tier alone (no book build, no nbgrader, no browser, no new environments): a few minutes.
 test-fast: setup
 	$(PY) -m pytest $(XDIST) -m "not slow"
+
+## Seeded bugs (scripts/mutants.yaml), one at a time in a scratch copy: which ones the mirrored tests catch.
+## Not part of `make test`. Options: make mutants MUTANTS_ARGS="--module score --timeout 300".
+mutants: setup
+	$(PY) scripts/mutants.py $(MUTANTS_ARGS)
 
 ## Regenerate the student labs in labs/ from the instructor sources in solutions/.
 labs: setup
