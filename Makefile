@@ -2,18 +2,33 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup book test labs grade student-repo notebooks bench clean
+# Parallel test workers (pytest-xdist); tests that share an expensive fixture run on one worker.
+JOBS ?= 2
+XDIST := -n $(JOBS) --dist loadgroup --no-loadscope-reorder
+
+.PHONY: setup book test test-fast mutants labs grade student-repo notebooks bench clean
 
 setup:
 	bash scripts/setup.sh
 
-## Build the whole book (executing every page) into _build/html.
+## Build the whole book (executing every page) into _build/html, strictly (jupyter-book build . -W -n
+## --keep-going), and stamp it with a hash of its sources (scripts/book_stamp.py).
 book: setup
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(PY) scripts/book_stamp.py build
 
-## Run the whole test suite (unit tests, notebooks, nbgrader pipeline, book build).
+## Run the whole test suite (unit tests, notebooks, nbgrader pipeline, browser, book). The book is built
+## once: a stamped build that matches the sources (`make book`) is reused, otherwise the suite builds it.
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
+
+## The unit tier alone (no book build, no nbgrader, no browser, no new environments): a few minutes.
+test-fast: setup
+	$(PY) -m pytest $(XDIST) -m "not slow"
+
+## Seeded bugs (scripts/mutants.yaml), one at a time in a scratch copy: which ones the mirrored tests catch.
+## Not part of `make test`. Options: make mutants MUTANTS_ARGS="--module score --timeout 300".
+mutants: setup
+	$(PY) scripts/mutants.py $(MUTANTS_ARGS)
 
 ## Regenerate the student labs in labs/ from the instructor sources in solutions/.
 labs: setup

@@ -15,6 +15,9 @@ import pytest
 from bs4 import BeautifulSoup
 from conftest import soup, toc_files
 
+# Every test here reads the built book (group "book" of tests/conftest.py); most drive Chromium.
+pytestmark = pytest.mark.browser
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 

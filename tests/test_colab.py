@@ -1,12 +1,13 @@
 """Colab readiness: each student notebook works in a fresh Python environment that has no gradlab.
 
-The environment is a new virtual environment whose only extra packages are this project's dependencies,
-seen through a folder of links to the shared environment's packages with gradlab left out (so torch is
-not installed again, and nothing can import gradlab before the notebook's install cell has run). The
-install cell is pointed at this checkout with ``GRADLAB_INSTALL`` (pip without an index: nothing is
-downloaded). Each lab then runs from a folder outside the checkout with every answer but the last filled
-in: the install cell installs gradlab into the new environment, the visible tests of the answered tasks
-pass, and the last task's test fails, as it should for a student who has not answered it.
+Each lab gets a new virtual environment whose only extra packages are this project's dependencies, seen
+through a folder of links to the shared environment's packages with gradlab left out (so torch is not
+installed again, and nothing can import gradlab before the notebook's install cell has run). gradlab is
+built once per run into a local wheelhouse (pip without an index: nothing is downloaded), and the install
+cell is pointed at that wheel with ``GRADLAB_INSTALL``. Each lab then runs from a folder outside the
+checkout with every answer but the last filled in: the install cell installs gradlab into the new
+environment, the visible tests of the answered tasks pass, and the last task's test fails, as it should
+for a student who has not answered it.
 """
 from __future__ import annotations
 
@@ -25,8 +26,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_labs  # noqa: E402
 
 LABS = make_labs.find_labs()
+pytestmark = [pytest.mark.venv, pytest.mark.xdist_group("colab")]  # one wheel, one overlay: one worker
 HIDDEN_FROM_THE_NEW_ENVIRONMENT = ("gradlab", "__editable__")
 
+PROBE = """
+import importlib.util
+print(*[m for m in ("torch", "nbclient", "ipykernel", "gradlab") if importlib.util.find_spec(m)])
+"""
 RUN = """
 import json, sys
 import nbformat
@@ -39,15 +45,28 @@ nbformat.write(nb, sys.argv[1])
 
 
 @pytest.fixture(scope="module")
-def fresh_python(tmp_path_factory) -> tuple[Path, dict]:
-    """A new venv without gradlab, and the environment to run it with."""
+def shared(tmp_path_factory) -> tuple[Path, Path]:
+    """(the folder of links to the shared packages without gradlab, a wheel of this checkout's gradlab)."""
     base = tmp_path_factory.mktemp("colab")
     overlay = base / "packages"
     overlay.mkdir()
-    shared = Path(sysconfig.get_paths()["purelib"])
-    for entry in shared.iterdir():
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
         if not entry.name.startswith(HIDDEN_FROM_THE_NEW_ENVIRONMENT):
             (overlay / entry.name).symlink_to(entry)
+    wheelhouse = base / "wheelhouse"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
+                           "--no-build-isolation", "--wheel-dir", str(wheelhouse), str(ROOT)],
+                          capture_output=True, text=True, cwd=base, timeout=600)
+    wheels = sorted(wheelhouse.glob("gradlab-*.whl"))
+    assert proc.returncode == 0 and len(wheels) == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return overlay, wheels[0]
+
+
+@pytest.fixture
+def fresh_python(shared, tmp_path_factory) -> tuple[Path, dict]:
+    """A new venv without gradlab (one per lab), and the environment to run it with."""
+    overlay, wheel = shared
+    base = tmp_path_factory.mktemp("venv")
     venv = base / "venv"
     subprocess.run([sys.base_prefix + "/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -61,11 +80,12 @@ def fresh_python(tmp_path_factory) -> tuple[Path, dict]:
         "display_name": "Python 3 (fresh, no gradlab)", "language": "python"}))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["JUPYTER_PATH"] = str(venv / "share" / "jupyter")
-    env.update(GRADLAB_INSTALL=str(ROOT), PIP_NO_INDEX="1", PIP_NO_BUILD_ISOLATION="0", OMP_NUM_THREADS="1",
+    env.update(GRADLAB_INSTALL=str(wheel), PIP_NO_INDEX="1", OMP_NUM_THREADS="1",
                PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    probe = subprocess.run([str(python), "-c", "import torch, nbclient, ipykernel; import gradlab"],
-                           capture_output=True, text=True, env=env, cwd=base)
-    assert "No module named 'gradlab'" in probe.stderr, f"the new environment must lack gradlab: {probe.stderr[-500:]}"
+    # Found without importing them (torch takes seconds); the notebook run imports them for real.
+    probe = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, env=env, cwd=base)
+    assert probe.stdout.split() == ["torch", "nbclient", "ipykernel"], (
+        f"the new environment must have the dependencies and lack gradlab: {probe.stdout} {probe.stderr[-500:]}")
     return python, env
 
 

@@ -28,6 +28,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_labs  # noqa: E402
 
 LABS = make_labs.find_labs()
+# One grading run per lab, one xdist group per lab (tests/conftest.py): a lab's tests share its run.
+GRADED_LABS = [pytest.param(lab, id=lab, marks=[pytest.mark.nbgrader, pytest.mark.xdist_group(f"grading-{lab}")])
+               for lab in LABS]
 REQUIRED_KINDS = {"partial", "alternative", "noisy", "delegation"}
 HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[ \t]*\n(.*?)^[ \t]*### END HIDDEN TESTS", re.M | re.S)
 # Short timeouts for the looping cell (the solution runs it in 0.1 s: 4 s + 10 x 0.1 s), and room for the
@@ -242,7 +245,7 @@ class venv_path:
         os.environ["PATH"] = self.old
 
 
-@pytest.fixture(scope="module", params=LABS)
+@pytest.fixture(scope="module", params=GRADED_LABS)
 def graded(request, tmp_path_factory) -> dict:
     lab = request.param
     if not load_cases(lab):

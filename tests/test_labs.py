@@ -1,9 +1,10 @@
 """The nbgrader pipeline: solutions/<lab>/<lab>.md -> labs/<lab>/<lab>.ipynb -> autograded scores.
 
 Every test is parametrized over every lab under solutions/, so a new lab is covered as soon as its
-source exists. One temporary course directory (config + sources, generated with
-scripts/make_labs.py) is shared by the whole module; autograding and validation execute each lab's
-solution and student notebooks there.
+source exists. Each lab gets one temporary course directory (config + its source, generated with
+scripts/make_labs.py), shared by that lab's tests; autograding and validation execute the lab's
+solution and student notebooks there. The labs' courses are independent, so two labs can run on two
+workers at once (one xdist group per lab).
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import make_labs  # noqa: E402
 
 LABS = make_labs.find_labs()
+# One course per lab, one xdist group per course (tests/conftest.py): its tests run on one worker.
+LAB_COURSES = [pytest.param(lab, id=lab, marks=[pytest.mark.nbgrader, pytest.mark.xdist_group(f"labs-{lab}")])
+               for lab in LABS]
 REGION = re.compile(
     r"^[ \t]*### BEGIN (SOLUTION|HIDDEN TESTS)[ \t]*\n(.*?)^[ \t]*### END \1[ \t]*$", re.M | re.S
 )
@@ -75,12 +79,13 @@ def one_thread_kernels(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-@pytest.fixture(scope="module")
-def course(tmp_path_factory) -> Path:
-    """A fresh nbgrader course (config + every lab source) with every lab generated."""
-    root = tmp_path_factory.mktemp("course")
-    make_labs.make_course(LABS, root)
-    return root
+@pytest.fixture(scope="module", params=LAB_COURSES)
+def lab_course(request, tmp_path_factory) -> tuple[str, Path]:
+    """(lab, a fresh nbgrader course with the config and that lab's source, the lab generated)."""
+    lab = request.param
+    root = tmp_path_factory.mktemp(f"course-{lab}")
+    make_labs.make_course([lab], root)
+    return lab, root
 
 
 def test_there_are_labs():
@@ -103,8 +108,8 @@ def test_config_ignores_myst_sources():
 # ----------------------------------------------------------------- (1) up to date
 
 
-@pytest.mark.parametrize("lab", LABS)
-def test_committed_lab_is_up_to_date(course, lab):
+def test_committed_lab_is_up_to_date(lab_course):
+    lab, course = lab_course
     committed, fresh = make_labs.release_ipynb(lab), make_labs.release_ipynb(lab, course)
     assert committed.is_file(), f"{committed} is missing: run `make labs`"
     assert sorted(p.name for p in fresh.parent.iterdir()) == [f"{lab}.ipynb"], "only the notebook is released"
@@ -117,6 +122,7 @@ def test_committed_lab_is_up_to_date(course, lab):
     pytest.fail(f"{committed} differs from the regenerated notebook (metadata): run `make labs`")
 
 
+@pytest.mark.nbgrader  # make_labs.check runs nbgrader generate_assignment
 def test_check_mode_detects_a_stale_lab(tmp_path):
     lab = LABS[0]
     shutil.copy2(ROOT / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
@@ -213,9 +219,10 @@ def test_colab_install_cell_first_and_inert_outside_colab(lab, monkeypatch):
 # ----------------------------------------------------------- (4) autograde end to end
 
 
-@pytest.mark.parametrize("lab", LABS)
-def test_autograde_solution_full_marks_student_version_zero(course, lab):
+def test_autograde_solution_full_marks_student_version_zero(lab_course):
     from nbgrader.api import Gradebook
+
+    lab, course = lab_course
 
     db_url = f"sqlite:///{course / 'gradebook.db'}"
     submissions = {"good": make_labs.source_ipynb(lab, course), "bad": make_labs.release_ipynb(lab, course)}
@@ -265,10 +272,11 @@ def test_autograde_solution_full_marks_student_version_zero(course, lab):
 # --------------------------------------------------------------- (5) nbgrader validate
 
 
-@pytest.mark.parametrize("lab", LABS)
-def test_validator_passes_solution_and_fails_student_version(course, lab):
+def test_validator_passes_solution_and_fails_student_version(lab_course):
     from nbgrader.validator import Validator
     from traitlets.config import Config
+
+    lab, course = lab_course
 
     config = Config()
     config.Execute.timeout = 300

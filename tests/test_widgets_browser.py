@@ -32,6 +32,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]  # plus headless, which Playwright adds
 JUPYTER_LAB = Path(sys.executable).with_name("jupyter-lab")
+pytestmark = pytest.mark.browser
 
 
 def unavailable(reason: str):
@@ -121,6 +122,8 @@ def move_every_control(explorer) -> int:
     return controls.count()
 
 
+@pytest.mark.book  # book_url asks for the built book at run time: the marks are not derived for it
+@pytest.mark.xdist_group("book")
 def test_built_book_is_offline_and_every_explorer_responds(browser, book_url):
     found = 0
     prebuilt = os.environ.get("GRADLAB_BOOK_HTML")
@@ -212,6 +215,7 @@ def direct_cosine(num_samples: int) -> float:
     return cosine_similarity(est, truth)
 
 
+@pytest.mark.xdist_group("jupyterlab")  # needs no book: runs beside the book's tests
 def test_live_explorer_in_jupyterlab_follows_its_slider(browser, jupyterlab):
     from gradlab.frames import fmt
 
