@@ -166,8 +166,10 @@ _CONTROL_VARIATES = [
 ]
 
 # ------------------------------------------------------------- discrete variables (Chapter 6)
-from . import arm, discrete, relax
+from . import arm, discrete, lax, permutations, relax
 from .arm import ARM, DisARM
+from .lax import LAX
+from .permutations import entropic_assignment_objective, from_pieces, random_permutations, to_pieces
 from .relax import REBAR, RELAX, GumbelSoftmaxEstimator, StraightThroughEstimator
 
 # Deprecated aliases the labs and older pages use: the estimators under the samplers' module,
@@ -200,6 +202,13 @@ _DISCRETE = [
     "arm",
     "ARM",
     "DisARM",
+    "lax",
+    "LAX",
+    "permutations",
+    "entropic_assignment_objective",
+    "to_pieces",
+    "from_pieces",
+    "random_permutations",
 ]
 
 # ------------------------------------------- divergences and mutual information (Chapter 7)

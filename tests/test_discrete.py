@@ -389,3 +389,72 @@ def test_samplers_do_not_import_the_estimators_and_any_import_order_works():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
                              env={"PYTHONPATH": root, "OMP_NUM_THREADS": "1"}, check=True).stdout
         assert "'rebar'" in out and "'score'" in out and "'st'" in out, (first, out)
+
+
+# ---------------------------------------------------------------- categorical REBAR's conditional sample
+from scipy import stats  # noqa: E402
+
+from gradlab.discrete import perturb, sample_z_b_ztilde  # noqa: E402
+
+CAT_LOGITS = torch.tensor([0.9, -0.4, 0.2, -1.1], dtype=F64)  # unnormalised, uneven
+
+
+def conditional_samples(num_samples, seed, shift=0.0):
+    lam = CAT_LOGITS.expand(num_samples, 4).clone()
+    z, b, score, z_tilde = sample_z_b_ztilde("onehot", lam, gen(seed))
+    z_tilde = z_tilde + shift * b  # shift: a seeded error in the maximum, for the power check
+    return z, b, z_tilde
+
+
+def rejection_samples(num_samples, seed, k):
+    """z = log_softmax(lambda) + Gumbel noise, kept when argmax z == k: exact draws of p(z | b = k)."""
+    z = perturb(torch.log_softmax(CAT_LOGITS, -1).expand(num_samples, 4), "onehot", gen(seed))
+    return z[z.argmax(-1) == k]
+
+
+def test_conditional_gumbel_sample_has_the_law_of_rejection_sampling_with_power():
+    _, b, z_tilde = conditional_samples(40_000, 1)
+    _, _, shifted = conditional_samples(40_000, 1, shift=0.2)
+    assert torch.equal(z_tilde.argmax(-1), b.argmax(-1))  # the conditional sample keeps the category
+    for k in (0, 3):  # the likeliest and the least likely category
+        kept = rejection_samples(120_000, 2, k)
+        given = z_tilde[b[:, k] == 1]
+        for j in range(4):
+            p = stats.ks_2samp(given[:, j].numpy(), kept[:, j].numpy()).pvalue
+            assert p > 1e-3, f"b={k}, coordinate {j}: KS p-value {p:.2e}"
+        p_bad = stats.ks_2samp(shifted[b[:, k] == 1][:, k].numpy(), kept[:, k].numpy()).pvalue
+        assert p_bad < 1e-4, f"a 0.2 shift of the maximum went unseen (p = {p_bad:.2e})"
+
+
+def test_the_maximum_of_the_conditional_sample_is_standard_gumbel_whatever_b():
+    _, b, z_tilde = conditional_samples(20_000, 3)
+    for k in range(4):
+        top = z_tilde[b[:, k] == 1][:, k].numpy()
+        assert stats.kstest(top, stats.gumbel_r.cdf).pvalue > 1e-3
+        assert stats.kstest(top + 0.1, stats.gumbel_r.cdf).pvalue < 1e-3 or top.size < 2_000
+
+
+MIX = torch.tensor([[1.0, 0.4, -0.2, 0.3], [0.0, 0.9, 0.5, -0.4], [-0.6, 0.1, 1.0, 0.2]], dtype=F64)
+COST = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=F64)
+
+
+def cat_toy_dist(t):
+    return OneHotCategorical(logits=t @ MIX)
+
+
+def cat_toy_f(x):
+    return ((x * COST.to(x)).sum(-1) - 0.3) ** 2 + 2.0 * x[..., 1]
+
+
+@pytest.mark.parametrize("eta, tau", [(1.0, 0.5), (0.6, 0.2), (1.4, 2.0)])
+def test_categorical_rebar_is_unbiased_against_enumeration_with_power(eta, tau):
+    theta = torch.tensor([0.3, -0.5, 0.8], dtype=F64)
+    truth = exact_expectation_grad(
+        lambda idx: cat_toy_f(torch.nn.functional.one_hot(idx, 4).to(F64)),
+        lambda t: Categorical(logits=t @ MIX), theta,
+    )
+    grads = REBAR(eta=eta, tau=tau).double().per_sample_grads(cat_toy_f, cat_toy_dist, theta, num_samples=30_001,
+                                                              generator=gen(8))
+    se = grads.std(0) / math.sqrt(grads.shape[0])
+    assert ((grads.mean(0) - truth).abs() / se).max() < 5.0
+    assert ((1.25 * grads.mean(0) - truth).abs() / (1.25 * se)).max() > 5.0
