@@ -147,12 +147,16 @@ class RegressionControlVariates(Baseline):
             if not isinstance(mean, torch.Tensor) or mean.shape != (num_features,):
                 got = tuple(mean.shape) if isinstance(mean, torch.Tensor) else type(mean).__name__
                 raise ValueError(f"expectation must return shape ({num_features},) (one per feature), got {got}")
-            rows = []
-            for k in range(num_features):  # K rows of a small Jacobian (K is the number of features)
-                grads = torch.autograd.grad(mean[k], list(leaves.values()), retain_graph=True, allow_unused=True)
-                rows.append(torch.cat([(torch.zeros_like(v) if g is None else g).reshape(-1)
-                                       for g, v in zip(grads, leaves.values())]))
-        return torch.stack(rows)
+            leaf_list = list(leaves.values())
+            eye = torch.eye(num_features, dtype=mean.dtype, device=mean.device)
+            try:  # all K rows in one batched backward pass
+                grads = torch.autograd.grad(mean, leaf_list, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
+            except RuntimeError:  # an op without a batching rule: one backward pass per feature
+                rows = [torch.autograd.grad(mean[k], leaf_list, retain_graph=True, allow_unused=True)
+                        for k in range(num_features)]
+                grads = [None if rows[0][i] is None else torch.stack([r[i] for r in rows]) for i in range(len(leaf_list))]
+        return torch.cat([(torch.zeros(num_features, v.numel(), dtype=mean.dtype, device=v.device) if g is None
+                           else g.reshape(num_features, -1)) for g, v in zip(grads, leaf_list)], 1)
 
     def fit(self, batch: ScoreBatch) -> Tuple[torch.Tensor, torch.Tensor]:
         if batch.scores is None:
