@@ -36,7 +36,7 @@ from torch import distributions as D
 
 from .checks import check_callable, check_choice, check_int
 from .control_variates import Baseline, ScoreBatch
-from .distributions import distribution_params, rebuild
+from .distributions import distribution_params, rebuild, unwrap_independent
 
 __all__ = ["RegressionControlVariates", "FEATURES", "fit_coefficients", "fold_ids"]
 
@@ -140,23 +140,32 @@ class RegressionControlVariates(Baseline):
         self.num_folds = check_int(num_folds, "num_folds", minimum=2)
 
     def mean_jacobian(self, dist: D.Distribution, num_features: int) -> torch.Tensor:
-        r"""$\partial_{\lambda_j} \mathbb E[h_k]$ as a (K, P) tensor, by autograd through ``expectation``."""
-        leaves = {k: v.detach().clone().requires_grad_(True) for k, v in distribution_params(dist).items()}
+        r"""$\partial_{\lambda_j} \mathbb E[h_k]$ as a (K, P) tensor, by autograd through ``expectation``.
+
+        The last result is kept and reused while the parameters are the same (repeated batches at one
+        $\theta$ pay for it once)."""
+        params = {k: v.detach() for k, v in distribution_params(dist).items()}
+        cached = getattr(self, "_last_jacobian", None)
+        key = (type(dist), type(unwrap_independent(dist)), num_features)
+        if (cached is not None and cached[0] == key and cached[1].keys() == params.keys()
+                and all(cached[1][k].shape == v.shape and cached[1][k].device == v.device
+                        and torch.equal(cached[1][k], v) for k, v in params.items())):
+            return cached[2]
+        leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
         with torch.enable_grad():
             mean = self.expectation(rebuild(dist, leaves))
             if not isinstance(mean, torch.Tensor) or mean.shape != (num_features,):
                 got = tuple(mean.shape) if isinstance(mean, torch.Tensor) else type(mean).__name__
                 raise ValueError(f"expectation must return shape ({num_features},) (one per feature), got {got}")
-            leaf_list = list(leaves.values())
-            eye = torch.eye(num_features, dtype=mean.dtype, device=mean.device)
-            try:  # all K rows in one batched backward pass
-                grads = torch.autograd.grad(mean, leaf_list, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
-            except RuntimeError:  # an op without a batching rule: one backward pass per feature
-                rows = [torch.autograd.grad(mean[k], leaf_list, retain_graph=True, allow_unused=True)
-                        for k in range(num_features)]
-                grads = [None if rows[0][i] is None else torch.stack([r[i] for r in rows]) for i in range(len(leaf_list))]
-        return torch.cat([(torch.zeros(num_features, v.numel(), dtype=mean.dtype, device=v.device) if g is None
-                           else g.reshape(num_features, -1)) for g, v in zip(grads, leaf_list)], 1)
+            leaf_list, rows = list(leaves.values()), []
+            for k in range(num_features):  # K rows of a small Jacobian (K features), none if E[h] is constant
+                grads = (torch.autograd.grad(mean[k], leaf_list, retain_graph=True, allow_unused=True)
+                         if mean.requires_grad else [None] * len(leaf_list))
+                rows.append(torch.cat([(torch.zeros_like(v) if g is None else g).reshape(-1)
+                                       for g, v in zip(grads, leaf_list)]))
+        jac = torch.stack(rows).to(mean.dtype)
+        self._last_jacobian = (key, {k: v.clone() for k, v in params.items()}, jac)
+        return jac
 
     def fit(self, batch: ScoreBatch) -> Tuple[torch.Tensor, torch.Tensor]:
         if batch.scores is None:

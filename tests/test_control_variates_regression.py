@@ -53,6 +53,20 @@ def test_mean_jacobian_matches_the_closed_form_moments():
     torch.testing.assert_close(jac, expected)
 
 
+def test_constant_feature_is_a_fitted_baseline():
+    """h = 1: E[h] does not depend on the parameters (zero Jacobian), u = s, and b_nj = c_j is one number per
+    coordinate for fit="same" (the intercept regression of f s_j on s_j)."""
+    dist = mixed_normal(THETA)
+    assert torch.equal(RegressionControlVariates("constant").mean_jacobian(dist, 1), torch.zeros(1, 6, dtype=F64))
+    x = torch.randn(40, 3, generator=gen(11), dtype=F64)
+    values, scores = (x**2).sum(1), torch.randn(40, 6, generator=gen(12), dtype=F64)
+    b, correction = RegressionControlVariates("constant", fit="same").fit(ScoreBatch(values, scores, x, dist, None))
+    y = values.unsqueeze(1) * scores
+    cov = ((scores - scores.mean(0)) * (y - y.mean(0))).sum(0) / ((scores - scores.mean(0)) ** 2).sum(0)
+    torch.testing.assert_close(b, cov.expand(40, 6))
+    assert torch.equal(correction, torch.zeros(40, 6, dtype=F64))
+
+
 def test_one_coefficient_is_cov_over_var_and_several_solve_the_normal_equations():
     g = gen(1)
     u, y = torch.randn(37, 2, 3, generator=g, dtype=F64), torch.randn(37, 2, generator=g, dtype=F64)
@@ -80,10 +94,13 @@ def test_left_out_coefficients_are_fitted_without_their_own_samples(fit):
 
 @pytest.mark.parametrize("fit", ["same", "crossfit", "loo"])
 def test_zero_variance_when_f_is_in_the_span_of_the_features(fit):
-    """f s = c^T u + g exactly, so every per-sample estimate is the true gradient (uneven N = 41)."""
-    grads = expectation_grad(quadratic_in_features, mixed_normal, THETA, estimator="score", num_samples=41,
-                             baseline=RegressionControlVariates("quadratic", fit=fit, num_folds=3), generator=gen(3))
-    torch.testing.assert_close(grads, exact_quadratic_grad(THETA).expand_as(grads), rtol=1e-7, atol=1e-7)
+    """f s = c^T u + g exactly, so every per-sample estimate is the true gradient (uneven N = 41); one object
+    at two parameters (its cached Jacobian of E[h] must follow the parameters)."""
+    control = RegressionControlVariates("quadratic", fit=fit, num_folds=3)
+    for theta in [THETA, torch.tensor([-0.7, 0.9, 0.4], dtype=F64)]:
+        grads = expectation_grad(quadratic_in_features, mixed_normal, theta, estimator="score", num_samples=41,
+                                 baseline=control, generator=gen(3))
+        torch.testing.assert_close(grads, exact_quadratic_grad(theta).expand_as(grads), rtol=1e-7, atol=1e-7)
 
 
 def exact_bernoulli_grad(f, theta):
