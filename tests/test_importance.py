@@ -117,3 +117,13 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="num_samples"):
         expectation_grad(LINEAR, MAKE, THETA, estimator=ImportanceSampledScore(scaled_proposal(2.0)),
                          num_samples=0, generator=gen(7))
+
+
+def test_the_protocol_conformance_checks():
+    """The registry's conformance checks (shapes, dtypes, generator, RNG, surrogate): a wider proposal on its
+    Gaussian problem, q = p itself on its discrete ones with one cost per sample."""
+    from test_conformance import PROBLEM, check_conformance
+
+    check_conformance(ImportanceSampledScore(scaled_proposal(1.3)), PROBLEM["gaussian"])
+    for name in ["bernoulli", "categorical", "onehot"]:
+        check_conformance(ImportanceSampledScore(lambda dist: dist), PROBLEM[name])
