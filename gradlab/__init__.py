@@ -152,6 +152,10 @@ from .control_variates import (
     LeaveOneOut,
     OptimalBaseline,
 )
+from . import control_variates_regression, importance, rao_blackwell
+from .control_variates_regression import RegressionControlVariates
+from .importance import ImportanceSampledScore, scaled_proposal
+from .rao_blackwell import RaoBlackwell
 
 _CONTROL_VARIATES = [
     "control_variates",
@@ -161,6 +165,13 @@ _CONTROL_VARIATES = [
     "LeaveOneOut",
     "OptimalBaseline",
     "DeltaMethod",
+    "control_variates_regression",
+    "RegressionControlVariates",
+    "rao_blackwell",
+    "RaoBlackwell",
+    "importance",
+    "ImportanceSampledScore",
+    "scaled_proposal",
     "qmc",
     "PathwiseRQMC",
 ]

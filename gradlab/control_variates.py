@@ -19,6 +19,8 @@ More generally a control variate $h$ with a known $\mathbb E[h(x) s] = \nabla_\t
 | ``"optimal"`` | :class:`OptimalBaseline` | $b_j = \sum_n f_n s_{nj}^2 / \sum_n s_{nj}^2$ per coordinate | **no**: fitted on the same batch, bias $O(1/N)$ |
 | ``"optimal_loo"`` | ``OptimalBaseline(leave_one_out=True)`` | the same fitted on the other $N-1$ samples | yes |
 | ``"delta"`` | :class:`DeltaMethod` | $h(x) = f(\mu) + \nabla f(\mu)^\top (x - \mu)$, Gaussians only | yes ($\nabla\mathbb E[h]$ in closed form) |
+| ``RegressionControlVariates(...)`` | :mod:`gradlab.control_variates_regression` | $\sum_k c_{kj} h_k(x)$, $c$ by least squares of $f s$ on $h s - \nabla\mathbb E[h]$ | yes cross-fitted or leave-one-out; **no** with ``fit="same"`` |
+| ``RaoBlackwell()`` / ``RaoBlackwell(parts)`` | :mod:`gradlab.rao_blackwell` | conditional expectation given the other coordinates (discrete sum, or the local score of a separable $f$) | yes |
 
 **Independent items.** When ``f`` returns one cost per (sample, item), shape ``(N, B)``, for a
 distribution batched over ``B`` items (its ``batch_shape[0] == B``) and each cost $f_{n,i}$
