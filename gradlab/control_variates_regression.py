@@ -167,6 +167,10 @@ class RegressionControlVariates(Baseline):
         self._last_jacobian = (key, {k: v.clone() for k, v in params.items()}, jac)
         return jac
 
+    def terms(self, batch: ScoreBatch):
+        """``(b, correction)`` from one fit per batch (what the score-function estimator calls)."""
+        return self.fit(batch)
+
     def fit(self, batch: ScoreBatch) -> Tuple[torch.Tensor, torch.Tensor]:
         if batch.scores is None:
             raise ValueError("baseline=RegressionControlVariates needs per-sample scores; use gradlab.expectation_grad")

@@ -88,7 +88,7 @@ class ImportanceSampledScore(Estimator):
 
     def param_grads(self, f, dist, lam, *, num_samples, baseline, generator, create_graph=False) -> Estimate:
         control = resolve_baseline(baseline)
-        if control.per_coordinate or getattr(control, "needs_jacobian", False):
+        if control.per_coordinate or getattr(control, "needs_params", False):
             raise ValueError(f"baseline {type(control).__name__} is not supported with importance sampling")
         q = self.proposal_for(dist)
         x = draw(q, (num_samples,), generator=generator)
@@ -102,7 +102,8 @@ class ImportanceSampledScore(Estimator):
         weights = torch.exp(log_p.detach() - log_q).to(scores.dtype)
         if self.self_normalised:
             weights = weights / weights.mean()
-        b, _ = control.fit(ScoreBatch(values, scores, x, dist, f))
+        b, _ = control.terms(ScoreBatch(values, scores, x, dist, f))
+        b = b.reshape(num_samples, 1)  # one baseline per sample (a baseline has the costs' shape)
         costs = values.to(scores.dtype)
         grads = (weights * costs).unsqueeze(1) * scores - (weights.unsqueeze(1) * b.to(scores.dtype)) * scores
         return Estimate(weights * costs, grads)

@@ -65,6 +65,10 @@ class RaoBlackwell(Baseline):
     def __init__(self, parts: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.parts = None if parts is None else check_callable(parts, "parts")
 
+    def terms(self, batch: ScoreBatch):
+        """``(b, correction)`` from one fit per batch (what the score-function estimator calls)."""
+        return self.fit(batch)
+
     def fit(self, batch: ScoreBatch) -> Tuple[torch.Tensor, Union[torch.Tensor, float]]:
         if batch.scores is None:
             raise ValueError("baseline=RaoBlackwell needs per-sample scores; use gradlab.expectation_grad")
