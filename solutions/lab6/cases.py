@@ -6,19 +6,67 @@ expected score counts the 12 autograded points only.
 """
 
 SUBMISSIONS = {
-    # Parts 3a and the reparameterisation left undone: 12 - 1 - 2.
+    # Part 3a left undone; reward_to_go delegates to gradlab's discounted_returns and reinforce_loss takes its
+    # weights from gradlab's policy_weights (both fail, visibly too); the score estimator forgets -log q (biased
+    # by 1 in every log sigma coordinate: it passes the shape checks and fails only the confidence interval).
+    # The baseline loss (which warns) and the reparameterisation (which draws a tqdm bar on stderr) are correct:
+    # 12 - 2 - 3 - 1 - 2.
     "partial": {
-        "kinds": ["partial"],
-        "unanswered": ["fit_value", "reparam_elbo_grad"],
-        "score": 9,
-        "failed": ["test-fit_value", "test-reparam_elbo_grad"],
+        "kinds": ["partial", "delegation", "noisy"],
+        "unanswered": ["fit_value"],
+        "answers": {
+            "reward_to_go": '''
+def reward_to_go(rewards, mask, gamma=1.0):
+    return gradlab.discounted_returns(rewards, mask, gamma)
+''',
+            "reinforce_loss": '''
+def reinforce_loss(log_probs, rewards, mask, gamma=1.0):
+    weights = gradlab.policy_weights(rewards, mask, method="reward_to_go", gamma=gamma)
+    return -(log_probs * weights.detach()).sum(1).mean()
+''',
+            "baseline_loss": '''
+import warnings
+
+
+def baseline_loss(log_probs, rewards, mask, values, gamma=1.0):
+    warnings.warn("baseline_loss: a warning from correct code", UserWarning)
+    discount = gamma ** torch.arange(rewards.shape[1], dtype=rewards.dtype)
+    weights = (discount * (discounted_returns(rewards, mask, gamma) - values) * mask).detach()
+    return -(log_probs * weights).sum(1).mean()
+''',
+            "score_elbo_grad": '''
+def score_elbo_grad(log_joint, mu, log_sigma, num_samples, generator=None):
+    sigma = log_sigma.exp()
+    eps = torch.randn(num_samples, mu.shape[0], generator=generator, dtype=mu.dtype)
+    with torch.no_grad():
+        f = log_joint(mu + sigma * eps)
+    return torch.stack([eps / sigma, eps**2 - 1], 1) * f[:, None, None]
+''',
+            "reparam_elbo_grad": '''
+import sys
+
+from tqdm import tqdm
+
+
+def reparam_elbo_grad(log_joint, mu, log_sigma, num_samples, generator=None):
+    sigma = log_sigma.detach().exp()
+    eps = torch.randn(num_samples, mu.numel(), generator=generator, dtype=mu.dtype)
+    z = (mu.detach() + sigma * eps).requires_grad_(True)
+    for _ in tqdm(range(3), file=sys.stderr, desc="reparam"):
+        pass
+    (dz,) = torch.autograd.grad(log_joint(z).sum(), z)
+    return torch.stack([dz, dz * sigma * eps + 1], 1)
+''',
+        },
+        "score": 4,
+        "failed": ["test-reward_to_go", "test-reinforce_loss", "test-fit_value", "test-score_elbo_grad"],
     },
     # Correct, written differently: reward-to-go as a product with a triangular matrix of discounts;
     # REINFORCE as a sum of -log_prob * weight over live steps divided by N (and a warning); the fit by the
     # normal equations with a tiny ridge; the baseline loss with an explicit .sum() / N; the score estimator
     # with the closed-form entropy (score times log p, plus the entropy's gradient (0, 1)), drawing its noise
     # as a N(mu, sigma) sample (another random-number convention); the reparameterisation through the
-    # chain rule written out (d log p / dz, times sigma * eps, plus 1), with a tqdm bar on stderr.
+    # chain rule written out with a per-sample autograd over mu and log sigma, warning once: 12 of 12.
     "different": {
         "kinds": ["alternative", "noisy"],
         "answers": {
@@ -69,97 +117,22 @@ def score_elbo_grad(log_joint, mu, log_sigma, num_samples, generator=None):
     return grads
 ''',
             "reparam_elbo_grad": '''
-import sys
-
-from tqdm import tqdm
+import warnings
 
 
 def reparam_elbo_grad(log_joint, mu, log_sigma, num_samples, generator=None):
-    sigma = log_sigma.detach().exp()
-    eps = torch.randn(num_samples, mu.numel(), generator=generator, dtype=mu.dtype)
-    z = (mu.detach() + sigma * eps).requires_grad_(True)
-    for _ in tqdm(range(3), file=sys.stderr, desc="reparam"):
-        pass
-    (dz,) = torch.autograd.grad(log_joint(z).sum(), z)
-    return torch.stack([dz, dz * sigma * eps + 1], 1)
+    warnings.warn("reparam_elbo_grad: a warning from correct code", UserWarning)
+    eps = torch.randn(num_samples, len(mu), generator=generator, dtype=mu.dtype)
+    m = mu.detach().repeat(num_samples, 1).requires_grad_()
+    s = log_sigma.detach().repeat(num_samples, 1).requires_grad_()
+    z = m + torch.exp(s) * eps
+    log_q = torch.distributions.Normal(m, torch.exp(s)).log_prob(z).sum(1)
+    elbo = log_joint(z) - log_q
+    gm, gs = torch.autograd.grad(elbo.sum(), (m, s))
+    return torch.stack((gm, gs), dim=1)
 ''',
         },
         "score": 12,
         "failed": [],
-    },
-    # Delegation: reward_to_go, reinforce_loss, fit_value and score_elbo_grad call gradlab's own
-    # implementations (they fail visibly too); the baseline and the reparameterisation are the solution's.
-    # 12 - 2 - 3 - 1 - 2.
-    "delegating": {
-        "kinds": ["delegation"],
-        "answers": {
-            "reward_to_go": '''
-def reward_to_go(rewards, mask, gamma=1.0):
-    return gradlab.discounted_returns(rewards, mask, gamma)
-''',
-            "reinforce_loss": '''
-def reinforce_loss(log_probs, rewards, mask, gamma=1.0):
-    return gradlab.policy_loss(log_probs, rewards, mask, method="reward_to_go", gamma=gamma)
-''',
-            "fit_value": '''
-from gradlab.policy import fit_linear_value
-
-
-def fit_value(features, targets, mask):
-    return fit_linear_value(features, targets, mask, ridge=1e-9)
-''',
-            "score_elbo_grad": '''
-def score_elbo_grad(log_joint, mu, log_sigma, num_samples, generator=None):
-    return gradlab.elbo_grad(log_joint, mu, log_sigma, estimator="score", num_samples=num_samples,
-                             generator=generator)
-''',
-        },
-        "score": 4,
-        "failed": ["test-reward_to_go", "test-reinforce_loss", "test-fit_value", "test-score_elbo_grad"],
-    },
-    # Biased and noisy: reward-to-go that ignores the mask; REINFORCE without the gamma^t factor (biased for
-    # the discounted objective); a baseline fitted on every padded step; a baseline loss that lets gradient
-    # flow into nothing but subtracts the values twice; the score estimator without -log q (biased by 1 in
-    # log sigma). The reparameterisation is correct: 2 of 12.
-    "biased": {
-        "kinds": ["noisy"],
-        "answers": {
-            "reward_to_go": '''
-def reward_to_go(rewards, mask, gamma=1.0):
-    out = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    for t in reversed(range(rewards.shape[1])):
-        running = rewards[:, t] + gamma * running
-        out[:, t] = running
-    return out
-''',
-            "reinforce_loss": '''
-def reinforce_loss(log_probs, rewards, mask, gamma=1.0):
-    weights = (discounted_returns(rewards, mask, gamma) * mask).detach()
-    return -(log_probs * weights).sum(1).mean()
-''',
-            "fit_value": '''
-def fit_value(features, targets, mask):
-    x = features.reshape(-1, features.shape[-1])
-    return torch.linalg.lstsq(x, targets.reshape(-1, 1)).solution[:, 0]
-''',
-            "baseline_loss": '''
-def baseline_loss(log_probs, rewards, mask, values, gamma=1.0):
-    discount = gamma ** torch.arange(rewards.shape[1], dtype=rewards.dtype)
-    weights = (discount * (discounted_returns(rewards, mask, gamma) - 2 * values) * mask).detach()
-    return -(log_probs * weights).sum(1).mean()
-''',
-            "score_elbo_grad": '''
-def score_elbo_grad(log_joint, mu, log_sigma, num_samples, generator=None):
-    sigma = log_sigma.exp()
-    eps = torch.randn(num_samples, mu.shape[0], generator=generator, dtype=mu.dtype)
-    with torch.no_grad():
-        f = log_joint(mu + sigma * eps)
-    return torch.stack([eps / sigma, eps**2 - 1], 1) * f[:, None, None]
-''',
-        },
-        "score": 2,
-        "failed": ["test-reward_to_go", "test-reinforce_loss", "test-fit_value", "test-baseline_loss",
-                   "test-score_elbo_grad"],
     },
 }
