@@ -89,6 +89,15 @@ TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab5/train_dv": ("gradlab.DVTrainer",),
     "lab5/ground_truth": ("gradlab.correlated_gaussians",),
     "lab5/estimate_mi": ("gradlab.labcheck_reference.estimate_mi",),
+    "lab6/reward_to_go": ("gradlab.discounted_returns", "gradlab.policy_weights", "gradlab.policy_loss",
+                          "gradlab.gae_advantages"),
+    "lab6/reinforce_loss": ("gradlab.policy_weights", "gradlab.policy_loss", "gradlab.gae_advantages"),
+    "lab6/fit_value": ("gradlab.policy.fit_linear_value",),
+    "lab6/baseline_loss": ("gradlab.policy_weights", "gradlab.policy_loss", "gradlab.gae_advantages"),
+    "lab6/score_elbo_grad": ("gradlab.elbo_grad", "gradlab.elbo", "gradlab.fit_bbvi", "gradlab.expectation_grad",
+                             "gradlab.surrogate_loss", "gradlab.per_sample"),
+    "lab6/reparam_elbo_grad": ("gradlab.elbo_grad", "gradlab.elbo", "gradlab.fit_bbvi", "gradlab.expectation_grad",
+                               "gradlab.surrogate_loss", "gradlab.per_sample"),
 }
 
 
