@@ -93,7 +93,7 @@ class LAX(Estimator, nn.Module):
         return Estimate(values, g if create_graph else g.detach())
 
     def estimate(self, f, make_dist, theta, *, num_samples, generator=None, create_graph=False) -> torch.Tensor:
-        """Per-sample estimates (N, *theta.shape); with ``create_graph`` differentiable in $\\phi$."""
+        """Per-sample estimates ``(N, *theta.shape)``; with ``create_graph`` differentiable in $\\phi$."""
         return self.theta_estimate(
             f, make_dist, theta, num_samples=num_samples, generator=generator, create_graph=create_graph
         ).grads

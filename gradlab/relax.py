@@ -139,7 +139,7 @@ class DiscreteEstimator(Estimator, nn.Module):
         return Estimate(est.costs.detach(), est.grads.reshape(num_samples, -1))
 
     def estimate(self, f, make_dist, theta, *, num_samples, generator=None, create_graph=False) -> torch.Tensor:
-        """Per-sample estimates (N, *theta.shape); with ``create_graph`` differentiable in this module's parameters."""
+        """Per-sample estimates ``(N, *theta.shape)``; with ``create_graph`` differentiable in this module's parameters."""
         return self.theta_estimate(
             f, make_dist, theta, num_samples=num_samples, generator=generator, create_graph=create_graph
         ).grads
