@@ -1,21 +1,7 @@
 r"""The engine of :mod:`gradlab.backprop`: :class:`Node`, the elementary operations, the backward pass.
 
-A tiny reverse-mode automatic differentiation engine on plain torch tensors.
-
-In the spirit of micrograd, but every value is a tensor and no ``torch.autograd``
-is used: values are stored detached and every computation runs under
-``torch.no_grad()``.
-
-A :class:`Node` holds a ``value``, the ``parents`` it was computed from, the name
-of the ``op`` that produced it, and a ``_backward`` closure. When called, the
-closure reads ``node.grad`` $= \partial L/\partial\,\text{node}$ and *adds* each
-parent's share (a vector-Jacobian product) to ``parent.grad``. Adding, not
-assigning, is what makes a node used twice (a "diamond") receive the sum of both
-contributions.
-
-:func:`backward` orders the graph topologically (parents before children), seeds
-the root with ones and calls the closures in reverse order, so each node's
-gradient is complete before it is propagated to its parents.
+How the engine works (nodes, closures that add their share to each parent, the topological
+order of :func:`backward`) is told in the package docstring, :mod:`gradlab.backprop`.
 
 Example::
 
