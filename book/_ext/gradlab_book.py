@@ -14,7 +14,9 @@ drops repeated inline scripts and repeated script files from each page.
 from __future__ import annotations
 
 import inspect
+import os
 import re
+from pathlib import Path
 
 
 def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
@@ -158,7 +160,33 @@ def resolve_gradlab_reference(app, env, node, contnode):
     return contnode
 
 
+# --------------------------------------------------------------------------- how pages are executed
+BOOK = Path(__file__).resolve().parents[1]
+FRAMES_DIR = BOOK / "_static" / "frames"
+
+
+def execution_environment() -> dict[str, str]:
+    """What the kernels that execute the pages inherit (the notebooks' kernels start from this process).
+
+    * ``IPYTHONDIR``: book/_ext/ipython, whose startup file sets the figure settings of every page
+      (retina PNGs, a legible smallest font at phone width);
+    * ``TQDM_MININTERVAL``: a text progress bar redraws only when it closes, so an executed page
+      shows each bar's final line (tqdm reads ``TQDM_*`` defaults from the environment);
+    * ``GRADLAB_FRAMES_DIR`` / ``GRADLAB_FRAMES_URL``: explorers write their precomputed frames as
+      PNG files into book/_static/frames (copied into the built book) instead of inlining them.
+      Every page with an explorer lives in book/, hence the URL relative to it.
+    """
+    return {
+        "IPYTHONDIR": str(Path(__file__).resolve().parent / "ipython"),
+        "TQDM_MININTERVAL": "1e9",
+        "GRADLAB_FRAMES_DIR": str(FRAMES_DIR),
+        "GRADLAB_FRAMES_URL": "../_static/frames",
+    }
+
+
 def setup(app):
+    os.environ.update(execution_environment())
+    FRAMES_DIR.mkdir(parents=True, exist_ok=True)
     # Run after sphinx-thebe and the themes have added their scripts.
     app.connect("html-page-context", drop_duplicate_scripts, priority=900)
     app.connect("source-read", insert_api)
