@@ -56,7 +56,8 @@
 (function () {
   "use strict";
   function patchSearch() {
-    if (!window.Search || !Search.htmlToText || Search.htmlToText.gradlab) return;
+    // searchtools.js declares `const Search` (a global binding, not a property of window).
+    if (typeof Search === "undefined" || !Search.htmlToText || Search.htmlToText.gradlab) return;
     const original = Search.htmlToText;
     Search.htmlToText = function (htmlString, anchor) {
       const doc = new DOMParser().parseFromString(htmlString, "text/html");
