@@ -317,7 +317,8 @@ BROKEN_WORDS_JS = """() => {
         let block = box.closest("td, th") || box;
         while (block && block.clientWidth === 0) block = block.parentElement;  // inline code: its line box
         const width = rects.reduce((s, r) => s + r.width, 0);
-        if (!block || width > block.clientWidth) continue;  // longer than a whole line: it must break
+        // about as long as a whole line (within an indent's 16 px): it may have to break
+        if (!block || width > block.clientWidth - 16) continue;
         let prev = top(node, m.index);
         for (let i = m.index + 1; i < m.index + m[0].length; i++) {
           const t = top(node, i);
