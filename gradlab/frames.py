@@ -1,8 +1,11 @@
 """How an explorer is shown: live ipywidgets, a matplotlib figure, or precomputed frames.
 
 :func:`frames_html` takes one PNG per point of a grid of control values and writes a
-self-contained ``<div>`` (images as ``data:`` URIs, a few lines of inline JavaScript, no
-external script, no network) whose range inputs and menus pick the picture to show.
+``<div>`` (a few lines of inline JavaScript, no external script, no network) whose range
+inputs and menus pick the picture to show. The images are ``data:`` URIs, or, when the
+environment names a folder (``GRADLAB_FRAMES_DIR``, with its URL ``GRADLAB_FRAMES_URL``, as the
+book's build does), PNG files written there and loaded only when shown. A control that does not
+apply to the view shown is disabled, with a note saying so.
 :class:`Explorer` is the base of the explorers in :mod:`gradlab.widgets`.
 """
 from __future__ import annotations
@@ -14,6 +17,8 @@ import io
 import itertools
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["StaticView", "frames_html", "Explorer", "fmt", "log_slider"]
@@ -24,7 +29,8 @@ KNOB_SYMBOLS = {"eps": "ε", "sigma": "σ", "tau": "τ"}
 _SCRIPT = """
 (function () {
   var root = document.getElementById(%(id)s);
-  var frames = %(frames)s, captions = %(captions)s, labels = %(labels)s;
+  var frames = %(frames)s, captions = %(captions)s, labels = %(labels)s, inactive = %(inactive)s;
+  var names = %(names)s;
   var inputs = root.querySelectorAll("[data-stride]");
   function show() {
     var k = 0;
@@ -32,7 +38,18 @@ _SCRIPT = """
       k += Number(el.value) * Number(el.dataset.stride);
       if (el.tagName === "INPUT") { el.nextElementSibling.textContent = labels[i][Number(el.value)]; }
     });
-    root.querySelector("img").src = "data:image/png;base64," + frames[k];
+    var off = inactive[k] || [], notes = [];
+    inputs.forEach(function (el, i) {
+      var idle = off.indexOf(i) >= 0;
+      el.disabled = idle;
+      el.closest("label").classList.toggle("gradlab-inactive", idle);
+      if (idle) { notes.push(names[i]); }
+    });
+    var why = root.querySelector(".gradlab-inactive-note");
+    why.textContent = notes.length ? notes.join(", ") + (notes.length > 1 ? " do" : " does") +
+      " not apply to this setting (its value changes nothing here)." : "";
+    var src = frames[k];  // a file's URL, or the PNG itself in base64
+    root.querySelector("img").src = /\.png$/.test(src) ? src : "data:image/png;base64," + src;
     root.querySelector(".gradlab-caption").textContent = captions[k];
     root.dataset.frame = String(k);
   }
@@ -49,12 +66,15 @@ def frames_html(
     initial: Optional[Sequence[int]] = None,
     note: str = "",
     alt: str = "explorer view",
+    inactive: Optional[Sequence[Sequence[int]]] = None,
 ) -> str:
     """HTML that shows ``frames[k]`` for the control setting with flat (C-order) index ``k``.
 
     ``controls`` lists ``(label, value_labels)`` in grid order; a control whose value
     labels are all numbers becomes a slider, any other a menu. ``initial`` gives each
     control's starting position (default: the middle of each slider, the first menu item).
+    ``inactive[k]`` lists the controls (by position) that do not change frame ``k``: they are
+    disabled while it is shown, with a note.
     """
     sizes = [len(values) for _, values in controls]
     count = 1
@@ -65,8 +85,13 @@ def frames_html(
     captions = list(captions) if captions is not None else [""] * count
     if len(captions) != count:
         raise ValueError(f"captions must have {count} entries, got {len(captions)}")
-    encoded = [base64.b64encode(png).decode("ascii") for png in frames]
-    ident = "gradlab-" + hashlib.sha1("".join(encoded).encode()).hexdigest()[:12]
+    inactive = [sorted(int(i) for i in off) for off in inactive] if inactive is not None else [[]] * count
+    if len(inactive) != count:
+        raise ValueError(f"inactive must have {count} entries, got {len(inactive)}")
+    digests = [hashlib.sha1(png).hexdigest() for png in frames]
+    ident = "gradlab-" + hashlib.sha1("".join(digests).encode()).hexdigest()[:12]
+    sources = _frame_sources(frames, digests)
+    width = _png_width(frames[0]) if frames else 0
     strides, stride = [], 1
     for size in reversed(sizes):
         strides.append(stride)
@@ -80,7 +105,7 @@ def frames_html(
         name = html.escape(label)
         if _numeric(values):
             parts.append(
-                f'<label style="display:block">{name} <input type="range" aria-label="{name}" min="0" '
+                f'<label class="gradlab-control">{name} <input type="range" aria-label="{name}" min="0" '
                 f'max="{size - 1}" step="1" value="{start}" data-stride="{step}"> <output></output></label>'
             )
         else:
@@ -88,19 +113,42 @@ def frames_html(
                 f'<option value="{i}"{" selected" if i == start else ""}>{html.escape(v)}</option>'
                 for i, v in enumerate(values)
             )
-            parts.append(f'<label style="display:block">{name} <select aria-label="{name}" '
+            parts.append(f'<label class="gradlab-control">{name} <select aria-label="{name}" '
                          f'data-stride="{step}">{options}</select></label>')
+    parts.append('<p class="gradlab-inactive-note" aria-live="polite"></p>')
     parts.append("</div>")
-    parts.append(f'<img alt="{html.escape(alt)}" style="max-width:100%;height:auto">')
+    # Drawn at (at least) twice the CSS width it asks for: sharp on a retina screen.
+    size = f' width="{width // 2}"' if width else ""
+    parts.append(f'<img class="gradlab-frame" alt="{html.escape(alt)}"{size} style="max-width:100%;height:auto">')
     parts.append('<div class="gradlab-caption" style="font-family:monospace"></div>')
     if note:
         parts.append(f'<p class="gradlab-note">{note}</p>')
     parts.append("</div>")
     script = _SCRIPT % {
-        "id": json.dumps(ident), "frames": json.dumps(encoded), "captions": json.dumps(captions),
-        "labels": json.dumps([list(values) for _, values in controls]),
+        "id": json.dumps(ident), "frames": json.dumps(sources), "captions": json.dumps(captions),
+        "labels": json.dumps([list(values) for _, values in controls]), "inactive": json.dumps(inactive),
+        "names": json.dumps([label for label, _ in controls]),
     }
     return "\n".join(parts) + f"\n<script>{script}</script>\n"
+
+
+def _frame_sources(frames: Sequence[bytes], digests: Sequence[str]) -> List[str]:
+    """Image sources: files in ``$GRADLAB_FRAMES_DIR`` (named by content) if set, else base64 PNGs."""
+    folder = os.environ.get("GRADLAB_FRAMES_DIR")
+    if not folder:
+        return [base64.b64encode(png).decode("ascii") for png in frames]
+    url = os.environ.get("GRADLAB_FRAMES_URL", folder).rstrip("/")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for png, digest in zip(frames, digests):
+        path = Path(folder) / f"{digest}.png"
+        if not path.exists():
+            path.write_bytes(png)
+    return [f"{url}/{digest}.png" for digest in digests]
+
+
+def _png_width(png: bytes) -> int:
+    """The pixel width in a PNG's header (0 if the bytes are not a PNG)."""
+    return int.from_bytes(png[16:20], "big") if png[:8] == b"\x89PNG\r\n\x1a\n" else 0
 
 
 def _numeric(values: Sequence[str]) -> bool:
@@ -130,7 +178,11 @@ class Explorer:
     """Shared machinery: cached views, figures, ipywidgets layer, precomputed HTML."""
 
     figsize = (5.4, 4.3)
-    dpi = 90
+    # 5.4 in at 300 dpi: 1620 px, twice the widest the book's column shows it (sharp on a retina
+    # desktop), and with the fonts below no text under 9 CSS px when shrunk to a 390 px phone.
+    dpi = 300
+    style = {"font.size": 12, "axes.titlesize": 12, "axes.labelsize": 12, "xtick.labelsize": 11,
+             "ytick.labelsize": 11, "legend.fontsize": 11}
     has_resample = True
 
     def __init__(self, **params: Any) -> None:
@@ -166,27 +218,31 @@ class Explorer:
         """A matplotlib ``Figure`` of the view for these control values."""
         from matplotlib.figure import Figure
 
+        import matplotlib
+
         p = self.normalize({**self.params, **params})
-        fig = Figure(figsize=self.figsize, layout="constrained")
-        self._draw(fig, self.compute(**p), p)
+        with matplotlib.rc_context(self.style):
+            fig = Figure(figsize=self.figsize, layout="constrained")
+            self._draw(fig, self.compute(**p), p)
         return fig
 
     def png(self, **params: Any) -> bytes:
         """The view as PNG bytes, drawn on one reused figure (updated in place where the explorer can), cached."""
+        import matplotlib
         from matplotlib.figure import Figure
 
         p = self.normalize({**self.params, **params})
         key = self.key(p)
         if key not in self._pngs:
             view = self.compute(**p)
-            if self._canvas is None or not self._refresh(self._canvas, view, p):
-                # Fixed margins instead of a layout engine: the engine would run at every frame.
-                self._canvas = self._canvas or Figure(figsize=self.figsize)
-                self._canvas.clear()
-                self._draw(self._canvas, view, p)
-                self._canvas.subplots_adjust(left=0.17, right=0.97, bottom=0.12, top=0.92)
-            buf = io.BytesIO()
-            self._canvas.savefig(buf, format="png", dpi=self.dpi)
+            with matplotlib.rc_context(self.style):
+                if self._canvas is None or not self._refresh(self._canvas, view, p):
+                    # The layout engine keeps every label inside the image (same size for every frame).
+                    self._canvas = self._canvas or Figure(figsize=self.figsize, layout="constrained")
+                    self._canvas.clear()
+                    self._draw(self._canvas, view, p)
+                buf = io.BytesIO()
+                self._canvas.savefig(buf, format="png", dpi=self.dpi)
             self._pngs[key] = buf.getvalue()
         return self._pngs[key]
 
@@ -261,18 +317,25 @@ class Explorer:
     def static_html(self, *, colab: Optional[str] = None, **grid: Sequence[Any]) -> StaticView:
         """Views for every combination of the ``grid`` values, switched by sliders/menus in the browser."""
         names = list(grid)
-        frames, captions = [], []
+        frames, captions, inactive = [], [], []
         for values in itertools.product(*(grid[n] for n in names)):
-            p = self.normalize({**self.params, **dict(zip(names, values))})
+            point = dict(zip(names, values))
+            p = self.normalize({**self.params, **point})
             frames.append(self.png(**p))
             captions.append("  ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in self.metrics(**p).items()))
+            inactive.append([i for i, n in enumerate(names) if len(grid[n]) > 1 and not self._matters(point, n, grid)])
         controls = [(self._label(n), [self._value_label(n, v) for v in grid[n]]) for n in names]
         where = f'<a href="{COLAB}{colab}">open this chapter in Colab</a>' if colab else "use the launch buttons"
         note = ("These views were computed when the book was built. The live explorer (any value, a resample "
                 f"button) runs in Jupyter or Colab: {where} and run this cell with "
                 f"<code>{type(self).__name__}(...)</code> as its last line.")
-        return StaticView(frames_html(frames, controls, captions, note=note, alt=type(self).__name__),
-                          len(frames))
+        return StaticView(frames_html(frames, controls, captions, note=note, alt=type(self).__name__,
+                                      inactive=inactive), len(frames))
+
+    def _matters(self, point: Dict[str, Any], name: str, grid: Dict[str, Sequence[Any]]) -> bool:
+        """Whether moving control ``name`` away from ``point`` changes the view (its cache key)."""
+        keys = {self.key(self.normalize({**self.params, **point, name: v})) for v in grid[name]}
+        return len(keys) > 1
 
     def _write(self) -> None:
         """Put ``self.params`` into the controls (called with change events muted)."""

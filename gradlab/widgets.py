@@ -299,7 +299,7 @@ class VarianceExplorer(Explorer):
             fixed = f", N = {p['num_samples']}"
         ax.set(xlabel="N (samples)" if p["axis"] == "num_samples" else self._knob_symbol(),
                ylabel=r"$\|\hat g - \nabla f\|^2$", title=f"{self.problem.name}{fixed}")
-        ax.legend(fontsize="x-small", loc="best")
+        ax.legend(fontsize="small", loc="best")
 
     def _label(self, name: str) -> str:
         return {"knob": self._knob_symbol(), "num_samples": "N (samples)"}.get(name, name)

@@ -14,7 +14,9 @@ drops repeated inline scripts and repeated script files from each page.
 from __future__ import annotations
 
 import inspect
+import os
 import re
+from pathlib import Path
 
 
 def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
@@ -125,13 +127,69 @@ def markdown_tables_to_rst(lines: list[str]) -> list[str]:
     return out
 
 
+def _top_level_split(tex: str, separator: str) -> list[str]:
+    """``tex`` cut at each ``separator`` outside braces."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(tex):
+        if tex[i] == "\\" and tex.startswith(separator, i) and depth == 0:
+            parts.append(tex[start:i])
+            i += len(separator)
+            start = i
+            continue
+        if tex[i] == "\\":
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(tex[i], 0)
+        i += 1
+    return parts + [tex[start:]]
+
+
+def phone_lines(tex: str) -> str:
+    r"""A docstring's display formula as lines that fit a phone (the chapters break theirs by hand).
+
+    Equations side by side (``\qquad``, ``\quad\Rightarrow\quad``) are stacked (``gathered``); a
+    formula the docstring already wrote over several lines keeps those lines (``aligned``, the
+    continuations indented). A formula with its own environment is left alone.
+    """
+    if "\\begin{" in tex:
+        return tex
+    tex = tex.replace(r"\quad\Rightarrow\quad", r"\qquad\Rightarrow ")
+    parts = [p.strip().rstrip(",").strip() + ("," if p.strip().endswith(",") else "")
+             for p in _top_level_split(tex, r"\qquad") if p.strip()]
+    if len(parts) > 1:
+        return r"\begin{gathered}" + r" \\ ".join(parts) + r"\end{gathered}"
+    rows = [line.strip() for line in tex.strip().splitlines() if line.strip()]
+    if len(rows) > 1:
+        return r"\begin{aligned}&" + r" \\ &\quad ".join(rows) + r"\end{aligned}"
+    return tex
+
+
+def rst_math_for_phones(lines: list[str]) -> list[str]:
+    """A ``.. math::`` block written over several lines gets the same line breaks as ``$$`` formulas."""
+    out, i = [], 0
+    while i < len(lines):
+        out.append(lines[i])
+        if lines[i].strip() == ".. math::" and i + 2 < len(lines) and not lines[i + 1].strip():
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())] + "   "
+            j = i + 2
+            while j < len(lines) and lines[j].strip() and lines[j].startswith(indent):
+                j += 1
+            block = lines[i + 2:j]
+            if len(block) > 1:
+                out += ["", indent + phone_lines("\n".join(block)).replace("\n", " ")]
+                i = j
+                continue
+        i += 1
+    return out
+
+
 def docstring_to_rst(app, what, name, obj, options, lines: list[str]) -> None:
     """gradlab's docstrings are read in notebooks too: they write math as $...$ and $$...$$ and
     tables in Markdown. autodoc reads reST, so convert those three."""
-    text = "\n".join(markdown_tables_to_rst(lines))
+    text = "\n".join(rst_math_for_phones(markdown_tables_to_rst(lines)))
     if "$" in text:
         def display(m: re.Match) -> str:
-            body = " ".join(part.strip() for part in m.group(1).splitlines())
+            body = " ".join(part.strip() for part in phone_lines(m.group(1)).splitlines())
             return f"\n\n.. math::\n\n   {body}\n\n"
 
         text = _DISPLAY_MATH.sub(display, text)
@@ -158,7 +216,33 @@ def resolve_gradlab_reference(app, env, node, contnode):
     return contnode
 
 
+# --------------------------------------------------------------------------- how pages are executed
+BOOK = Path(__file__).resolve().parents[1]
+FRAMES_DIR = BOOK / "_static" / "frames"
+
+
+def execution_environment() -> dict[str, str]:
+    """What the kernels that execute the pages inherit (the notebooks' kernels start from this process).
+
+    * ``IPYTHONDIR``: book/_ext/ipython, whose startup file sets the figure settings of every page
+      (retina PNGs, a legible smallest font at phone width);
+    * ``TQDM_MININTERVAL``: a text progress bar redraws only when it closes, so an executed page
+      shows each bar's final line (tqdm reads ``TQDM_*`` defaults from the environment);
+    * ``GRADLAB_FRAMES_DIR`` / ``GRADLAB_FRAMES_URL``: explorers write their precomputed frames as
+      PNG files into book/_static/frames (copied into the built book) instead of inlining them.
+      Every page with an explorer lives in book/, hence the URL relative to it.
+    """
+    return {
+        "IPYTHONDIR": str(Path(__file__).resolve().parent / "ipython"),
+        "TQDM_MININTERVAL": "1e9",
+        "GRADLAB_FRAMES_DIR": str(FRAMES_DIR),
+        "GRADLAB_FRAMES_URL": "../_static/frames",
+    }
+
+
 def setup(app):
+    os.environ.update(execution_environment())
+    FRAMES_DIR.mkdir(parents=True, exist_ok=True)
     # Run after sphinx-thebe and the themes have added their scripts.
     app.connect("html-page-context", drop_duplicate_scripts, priority=900)
     app.connect("source-read", insert_api)

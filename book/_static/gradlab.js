@@ -50,3 +50,25 @@
     timer = setTimeout(markScrollable, 150);
   });
 })();
+
+// Search results: a snippet is cut from the page's HTML before MathJax runs, so a formula would show
+// as raw TeX ("\\(\\nabla_\\theta ...\\)"). Formulas are dropped from the text snippets are made of.
+(function () {
+  "use strict";
+  function patchSearch() {
+    // searchtools.js declares `const Search` (a global binding, not a property of window).
+    if (typeof Search === "undefined" || !Search.htmlToText || Search.htmlToText.gradlab) return;
+    const original = Search.htmlToText;
+    Search.htmlToText = function (htmlString, anchor) {
+      const doc = new DOMParser().parseFromString(htmlString, "text/html");
+      doc.querySelectorAll("span.math, div.math, mjx-container, .gl-scroll-hint").forEach(function (el) {
+        el.replaceWith(doc.createTextNode("\u2026"));
+      });
+      return original(doc.documentElement.outerHTML, anchor);
+    };
+    Search.htmlToText.gradlab = true;
+  }
+  patchSearch();
+  document.addEventListener("DOMContentLoaded", patchSearch);
+})();
+
