@@ -91,8 +91,9 @@ def estimate_mi(Z, Z_ref, Z_test, Z_ref_test, epochs, seed=0):
     from .dv import DV, DVTrainer
     from .training import build_mlp
 
-    torch.manual_seed(seed)
-    net = build_mlp(Z.shape[1], [64, 64], 1, nn.ELU).to(device=Z.device, dtype=Z.dtype)
+    with torch.random.fork_rng(devices=[]):  # seeded critic, and the global random state left as it was
+        torch.manual_seed(seed)
+        net = build_mlp(Z.shape[1], [64, 64], 1, nn.ELU).to(device=Z.device, dtype=Z.dtype)
     on_train = DVTrainer(Z, Z_ref, net, n_iters_per_epoch=5, seed=seed, lr=3e-3).step(epochs)
     with torch.no_grad():
         return DV(Z_test, Z_ref_test, net).item(), on_train

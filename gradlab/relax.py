@@ -317,7 +317,8 @@ class CoordinateSurrogate(nn.Module):
     def __init__(self, hidden: int = 8, *, seed: int = 0, zero_output: bool = False):
         super().__init__()
         check_count(hidden, "hidden")
-        self.net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's default init draws globally: keep that state
+            self.net = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for layer in (self.net[0], self.net[2]):

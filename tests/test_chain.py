@@ -68,3 +68,39 @@ def test_diagonal_chain_for_an_elementwise_make_dist_equals_rows_times_jacobian(
     jac = jacobian(lambda t: torch.cat([v.reshape(-1) for v in distribution_params(make(t)).values()]), theta)
     rows = torch.randn(9, 12, generator=gen(8), dtype=F64)
     torch.testing.assert_close(chain(rows), rows @ jac.reshape(12, 6), rtol=1e-12, atol=1e-12)
+
+
+def test_categorical_logits_of_an_elementwise_map_are_recognised_as_diagonal():
+    """Categorical(logits=2 theta + 1) over K = 5 classes, 3 items: torch normalises the logits (J = (I - 1 p^T) 2),
+    which is diagonal on the zero-sum rows the score produces; the probes must find it (zero-sum probe rows), and
+    the projected diagonal chain must agree with rows @ J on zero-sum rows."""
+
+    def make(t):
+        return D.Categorical(logits=2.0 * t.reshape(3, 5) + 1.0)
+
+    theta = torch.randn(15, generator=gen(8), dtype=F64)
+    chain = theta_chain(make, theta, lambda d: {"logits": d.logits}, make(theta.detach()))
+    assert isinstance(chain, ParamChain) and chain.diagonal, "an elementwise map of logits fell back to dense"
+    jac = jacobian(lambda t: make(t).logits.reshape(-1), theta)
+    rows = torch.randn(4, 3, 5, generator=gen(9), dtype=F64)
+    centred = (rows - rows.mean(-1, keepdim=True)).reshape(4, 15)  # scores of logits sum to zero per item
+    torch.testing.assert_close(chain(centred), centred @ jac)
+    # rows that do not sum to zero (a weak-derivative estimate in the logits) go through J = 2 (I - 1 p^T) exactly
+    rows = rows.reshape(4, 15) + 0.7
+    torch.testing.assert_close(chain(rows), rows @ jac)
+
+
+def test_a_square_non_diagonal_jacobian_is_not_taken_for_a_diagonal():
+    """Normal(loc = M theta, scale = exp(theta / 2)) with a square, non-diagonal M: loc has as many entries as
+    theta, but the probes must reject a diagonal, and the chain is rows @ J (6 rows, 8 parameters)."""
+    mix = torch.eye(4, dtype=F64) + 0.3 * torch.randn(4, 4, generator=gen(10), dtype=F64)
+
+    def make(t):
+        return D.Independent(D.Normal(mix @ t, (0.5 * t).exp()), 1)
+
+    theta = torch.randn(4, generator=gen(11), dtype=F64)
+    chain = theta_chain(make, theta, distribution_params, make(theta.detach()))
+    assert not chain.diagonal
+    jac = jacobian(lambda t: torch.cat([v.reshape(-1) for v in distribution_params(make(t)).values()]), theta)
+    rows = torch.randn(6, 8, generator=gen(12), dtype=F64)
+    torch.testing.assert_close(chain(rows), rows @ jac)

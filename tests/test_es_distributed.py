@@ -120,3 +120,13 @@ def test_example_script_trains_in_one_plain_process():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "1 process(es)" in proc.stdout and "test acc" in proc.stdout and "done:" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("n, world", [(10, 4), (7, 3), (1001, 2)])
+def test_exchange_bytes_at_an_uneven_n_hold_the_largest_share(n, world):
+    """Blocks are padded to the largest rank's share (ceil(n / world) members of offset + losses, float64 each):
+    at an uneven N the floor would leave the last member of the larger shares out."""
+    largest = max(stop - start for start, stop in (member_share(n, r, world) for r in range(world)))
+    for losses in (1, 2):
+        block = 8 * (1 + losses) * largest
+        assert exchange_bytes(n, world, losses) == {"sent": block * (world - 1), "received": block * (world - 1)}

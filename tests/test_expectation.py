@@ -227,3 +227,21 @@ def test_exact_expectation_grad_errors():
         exact_expectation_grad(quadratic, independent_normal, torch.zeros(2))
     with pytest.raises(ValueError, match="joint states"):
         exact_expectation_grad(lambda x: x.sum(-1), lambda t: D.Bernoulli(logits=t), torch.zeros(20))
+
+
+def test_enumeration_limit_is_inclusive_at_exactly_max_enumeration_states():
+    """16 independent bits are exactly 2^16 = MAX_ENUMERATION joint states: enumerated (gradient of E[sum b]
+    is p(1 - p)); one more state (a 17th bit) is refused."""
+    import torch
+    from torch import distributions as D
+
+    from gradlab.expectation import MAX_ENUMERATION, exact_expectation_grad
+
+    assert MAX_ENUMERATION == 2**16
+    theta = torch.linspace(-1.0, 1.0, 16, dtype=torch.float64)
+    grad = exact_expectation_grad(lambda b: b.sum(-1), lambda t: D.Independent(D.Bernoulli(logits=t), 1), theta)
+    p = torch.sigmoid(theta)
+    torch.testing.assert_close(grad, p * (1 - p))
+    with pytest.raises(ValueError, match="131072"):
+        exact_expectation_grad(lambda b: b.sum(-1), lambda t: D.Independent(D.Bernoulli(logits=t), 1),
+                               torch.zeros(17, dtype=torch.float64))

@@ -105,3 +105,30 @@ def test_bad_inputs_raise_clear_errors():
         expectation_grad(step_f, lambda t: D.Bernoulli(logits=t), THETA, estimator="lax", num_samples=4)
     with pytest.raises(ValueError, match="hidden"):
         LAX(hidden=0)
+
+
+def test_per_sample_lax_is_the_formula_on_a_plain_batch_of_normals():
+    r"""$\hat g_n = [f(x_n) - c(x_n)]\,\nabla\log p(x_n) + \nabla_\lambda c(x_n(\lambda))$ per sample, for a batch of three
+    Normals that is not wrapped in Independent (log_prob (N, 3), summed per sample) and a linear
+    $c(x) = v\cdot x$ (its pathwise term is $v$ for loc and $v\,\varepsilon$ for scale); N = 5, float64."""
+    from gradlab.distributions import draw
+
+    v = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+
+    def make(t):
+        return D.Normal(t[:3], torch.nn.functional.softplus(t[3:]) + 0.2)
+
+    def f(x):
+        return (x**2).sum(-1) + x[..., 0] * x[..., 2]
+
+    th = torch.tensor([0.3, -0.2, 0.5, 0.1, -0.4, 0.2], dtype=torch.float64)
+    estimator = LAX(lambda x: x @ v)
+    got = expectation_grad(f, make, th, estimator=estimator, num_samples=5, generator=torch.Generator().manual_seed(2))
+    dist = make(th)
+    x = draw(dist, (5,), generator=torch.Generator().manual_seed(2), reparameterized=True)
+    loc, scale = dist.loc, dist.scale
+    eps = (x - loc) / scale
+    score = torch.cat([(x - loc) / scale**2, ((x - loc) ** 2 - scale**2) / scale**3], 1)
+    lam_grads = (f(x) - x @ v).unsqueeze(1) * score + torch.cat([v.expand(5, 3), v * eps], 1)
+    jac = torch.block_diag(torch.eye(3, dtype=torch.float64), torch.diag(torch.sigmoid(th[3:])))
+    torch.testing.assert_close(got, lam_grads @ jac)

@@ -198,3 +198,16 @@ def test_with_a_table_the_estimate_does_not_depend_on_chunks_or_path():
 
     point = es_grad(flat_loss, theta, sigma=0.05, num_samples=9, noise=table, generator=gen(4))
     torch.testing.assert_close(flat, point, rtol=1e-9, atol=1e-12)
+
+
+def test_noise_table_is_seeded_by_its_own_generator_and_leaves_the_global_rng_alone():
+    """Same seed, same table; another seed, another table; torch's global state is neither moved nor reseeded."""
+    from gradlab.es import NoiseTable
+
+    torch.manual_seed(2024)
+    state = torch.get_rng_state()
+    table = NoiseTable(5_000, seed=3)
+    assert torch.equal(torch.get_rng_state(), state), "NoiseTable moved (or reseeded) the global RNG"
+    assert torch.equal(table.noise, NoiseTable(5_000, seed=3).noise)
+    assert not torch.equal(table.noise, NoiseTable(5_000, seed=4).noise)
+    torch.testing.assert_close(table.noise[:100], torch.randn(5_000, generator=torch.Generator().manual_seed(3))[:100])

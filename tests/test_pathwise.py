@@ -65,3 +65,32 @@ def test_errors():
     with pytest.raises(ValueError, match="baseline"):
         expectation_grad(lambda x: x.sum(-1), lambda t: D.Normal(t, 1.0), th,
                          estimator="pathwise", num_samples=4, baseline="rloo")
+
+
+@pytest.mark.parametrize("per_item", [False, True])
+def test_surrogate_value_is_the_mean_cost_and_its_gradient_the_mean_estimate(per_item):
+    """surrogate_loss's VALUE is the mean over its N = 7 draws of the (item-summed) cost, not their sum, and its
+    gradient the mean of the per-sample estimates; a product of Normals with a (4, 3) non-diagonal Jacobian."""
+    from gradlab.distributions import draw
+    from gradlab.expectation import surrogate_loss
+
+    mix = torch.tensor([[1.0, -0.5, 0.3], [0.2, 0.8, -1.1]], dtype=torch.float64)
+
+    def make(t):
+        return D.Independent(D.Normal((mix @ t).reshape(2, 1).expand(2, 2),
+                                      torch.nn.functional.softplus(t[:2]).reshape(2, 1) + 0.3), 1)
+
+    def f(x):  # (N, 2, 2) -> (N, 2) per item, or (N,)
+        costs = (x[..., 0] - 0.5) ** 2 + x[..., 1] * x[..., 0]
+        return costs if per_item else costs.sum(-1)
+
+    th = torch.tensor([0.3, -0.2, 0.6], dtype=torch.float64, requires_grad=True)
+    gen = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    loss = surrogate_loss(f, make(th), estimator="pathwise", num_samples=7, generator=gen())
+    x = draw(make(th.detach()), (7,), generator=gen(), reparameterized=True)
+    expected = f(x).sum(-1).mean() if per_item else f(x).mean()
+    print("value", loss.item(), "expected", expected.item())
+    torch.testing.assert_close(loss.detach(), expected)
+    (grad,) = torch.autograd.grad(loss, th)
+    mean = expectation_grad(f, make, th.detach(), estimator="pathwise", num_samples=7, generator=gen()).mean(0)
+    torch.testing.assert_close(grad, mean)

@@ -64,3 +64,24 @@ def test_bad_inputs_raise_clear_errors():
         entropic_assignment_objective(torch.eye(3), torch.eye(3), -1.0)
     with pytest.raises(ValueError, match="square"):
         entropic_assignment_objective(torch.ones(2, 3), torch.ones(2, 3), 1.0)
+
+
+def test_from_pieces_applies_p_as_piece_i_takes_piece_order_i():
+    """P = I[order] for a 3-cycle (not symmetric): piece i of the result is piece order[i] of the input."""
+    images = torch.arange(2 * 6 * 6, dtype=torch.float64).reshape(2, 6, 6)
+    grid = 3
+    order = torch.tensor([1, 2, 0, 4, 5, 3, 7, 8, 6])  # 3-cycles within each row of pieces
+    P = torch.eye(9, dtype=torch.float64)[order]
+    pieces = to_pieces(images, grid)
+    torch.testing.assert_close(from_pieces(pieces, grid, P), from_pieces(pieces[:, order], grid))
+    assert not torch.equal(from_pieces(pieces, grid, P), from_pieces(pieces, grid, P.T))
+
+
+def test_random_permutations_follow_the_generator_and_leave_the_global_rng_alone():
+    torch.manual_seed(99)
+    state = torch.get_rng_state()
+    first = random_permutations(6, 5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(torch.get_rng_state(), state), "random_permutations drew from the global RNG"
+    assert torch.equal(first, random_permutations(6, 5, generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, random_permutations(6, 5, generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(first.sum(-1), torch.ones(6, 5)) and torch.equal(first.sum(-2), torch.ones(6, 5))

@@ -203,3 +203,32 @@ def test_bad_inputs():
         ChainMDP(slip=1.0)
     with pytest.raises(ValueError, match="logits"):
         ChainMDP().exact_objective(torch.zeros(2, 2))
+
+
+def test_fit_linear_value_is_the_masked_ridge_solution_per_run():
+    r"""Per run r: $w_r = (X_r^\top X_r + \rho I)^{-1} X_r^\top y_r$ over the unmasked steps, $\rho = 0.7$ (large enough
+    to matter), two runs of 4 episodes x 3 steps, 2 features; computed here as the least-squares solution of a stacked system."""
+    feats = torch.randn(2, 4, 3, 2, generator=gen(4), dtype=F64)
+    targets = torch.randn(2, 4, 3, generator=gen(5), dtype=F64)
+    mask = (torch.rand(2, 4, 3, generator=gen(6)) > 0.3).to(F64)
+    ridge = 0.7
+    got = fit_linear_value(feats, targets, mask, ridge=ridge)
+    for r in range(2):
+        keep = mask[r].reshape(-1) > 0
+        x, y = feats[r].reshape(-1, 2)[keep], targets[r].reshape(-1)[keep]
+        # ridge as least squares on [X; sqrt(rho) I] w = [y; 0]
+        stacked = torch.cat([x, math.sqrt(ridge) * torch.eye(2, dtype=F64)])
+        expected = torch.linalg.lstsq(stacked, torch.cat([y, torch.zeros(2, dtype=F64)]).unsqueeze(1)).solution
+        torch.testing.assert_close(got[r], expected.squeeze(1))
+
+
+def test_train_policy_follows_its_seed():
+    """Same seed, same returns and weights; another seed, other episodes (CartPole, 2 steps of 5 episodes)."""
+    def run(seed):
+        policy = LinearPolicy(4, 2, seed=0)
+        out = train_policy(CartPole(horizon=8), policy, method="reward_to_go", num_steps=2, num_episodes=5, seed=seed)
+        return torch.cat([out["returns"].reshape(-1), policy.weight.detach().reshape(-1).to(F64)])
+
+    first = run(3)
+    assert torch.equal(first, run(3))
+    assert not torch.equal(first, run(4))

@@ -275,3 +275,41 @@ def test_bad_inputs_raise_named_errors():
     with pytest.raises(TypeError, match="supports"):
         exact_graph_expectation(discrete_model(torch.tensor(THETA, dtype=F64)), [])
     assert isinstance(Graph(3), Graph)
+
+
+@pytest.mark.parametrize("baseline", [None, "rloo"])
+def test_surrogate_value_and_gradient_per_sample_formula_on_a_plain_batch(baseline):
+    r"""One node of three plain Bernoullis per sample (log_prob (N, 3), summed per sample), N = 5:
+    value = mean cost, gradient = $\frac1N\sum_n (c_n - b_n)(x_n - p)$ with $b_n$ the mean of the others."""
+    from gradlab.distributions import draw
+
+    theta = torch.tensor([0.4, -0.3, 0.9], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    n = 5
+
+    def model(g):
+        x = g.sample("x", D.Bernoulli(logits=theta.expand(g.num_samples, 3)))
+        g.cost("c", (x @ w - 0.3) ** 2, parents=["x"])
+
+    loss, _ = scg_surrogate(model, num_samples=n, baseline=baseline, generator=gen(3))
+    x = draw(D.Bernoulli(logits=theta.detach().expand(n, 3)), generator=gen(3))
+    c = (x @ w - 0.3) ** 2
+    b = torch.zeros(n, dtype=torch.float64) if baseline is None else (c.sum() - c) / (n - 1)
+    torch.testing.assert_close(loss.detach(), c.mean())
+    (grad,) = torch.autograd.grad(loss, theta)
+    torch.testing.assert_close(grad, ((c - b).unsqueeze(1) * (x - torch.sigmoid(theta.detach()))).mean(0))
+
+
+def test_the_enumeration_limit_is_65536_states_inclusive():
+    """Sixteen binary nodes (exactly 2^16 joint states) enumerate, E[sum b] = sum p; one state more is refused."""
+    p = torch.linspace(0.1, 0.8, 16, dtype=torch.float64)
+
+    def model(g):
+        for i in range(16):
+            b = g.sample(f"b{i}", D.Bernoulli(probs=p[i].expand(g.num_samples)))
+            g.cost(f"c{i}", b, parents=[f"b{i}"])
+
+    value = exact_graph_expectation(model, {f"b{i}": 2 for i in range(16)})
+    torch.testing.assert_close(value, p.sum())
+    with pytest.raises(ValueError, match="65537"):
+        exact_graph_expectation(model, {"a": 65537})

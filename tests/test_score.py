@@ -259,3 +259,113 @@ def test_per_item_costs_weight_each_items_score_by_its_own_cost_and_rloo_baselin
     per_item = expectation_grad(f, make, th, estimator="score", num_samples=40_000, baseline="rloo", generator=gen(8))
     print("variance joint", joint.var(0).sum().item(), "per item", per_item.var(0).sum().item())
     assert per_item.var(0).sum() < joint.var(0).sum()
+
+
+# ------------------------------------------------------------------ exact per-sample values, surrogate values
+A_MIX = torch.tensor([[1.0, -0.5, 0.3], [0.2, 0.8, -1.1]], dtype=F64)  # theta (3) -> loc (2): non-square
+
+
+def _make_normal(t):
+    return D.Independent(D.Normal(A_MIX @ t, torch.nn.functional.softplus(t[:2] - t[2]) + 0.4), 1)
+
+
+W_F = torch.tensor([0.7, -1.3], dtype=F64)
+
+
+def _f_quad(x):
+    return (x @ W_F) ** 2 + x[..., 0]
+
+
+def _lambda_jacobian(make, th):
+    def flat(t):
+        d = make(t).base_dist
+        return torch.cat([d.loc, d.scale])
+
+    return torch.autograd.functional.jacobian(flat, th)  # (4, 3): non-square, non-diagonal
+
+
+@pytest.mark.parametrize("baseline", [None, "rloo", "delta"])
+def test_per_sample_estimates_match_the_formula_with_each_baseline(baseline):
+    r"""$g_n = J^\top[(f_n - b_n) s_n + c]$ per sample, $J$ the (4, 3) Jacobian of (loc, scale) in theta:
+    $b_n = 0$, the leave-one-out mean, or the delta method's $f(\mu) + (x_n - \mu)\cdot\nabla f(\mu)$
+    whose correction $c$ is $\nabla f(\mu)$ in the loc block (N = 7)."""
+    from gradlab.distributions import draw
+
+    th = torch.tensor([0.4, -0.3, 0.2], dtype=F64)
+    n = 7
+    dist = _make_normal(th)
+    loc, scale = dist.base_dist.loc, dist.base_dist.scale
+    x = draw(dist, (n,), generator=gen(3))
+    f = _f_quad(x)
+    score = torch.cat([(x - loc) / scale**2, ((x - loc) ** 2 - scale**2) / scale**3], 1)
+    correction = torch.zeros(4, dtype=F64)
+    if baseline is None:
+        b = torch.zeros(n, dtype=F64)
+    elif baseline == "rloo":
+        b = (f.sum() - f) / (n - 1)
+    else:
+        mu = loc.clone().requires_grad_(True)
+        (grad_mu,) = torch.autograd.grad(_f_quad(mu), mu)
+        b = _f_quad(loc) + (x - loc) @ grad_mu
+        correction[:2] = grad_mu
+    expected = ((f - b).unsqueeze(1) * score + correction) @ _lambda_jacobian(_make_normal, th)
+    got = expectation_grad(_f_quad, _make_normal, th, estimator="score", num_samples=n, baseline=baseline,
+                           generator=gen(3))
+    print("expected", expected[:2], "got", got[:2])
+    torch.testing.assert_close(got, expected)
+
+
+def _make_gamma(t):
+    """No closed-form scores: the score surrogate's own path (one backward pass through log_prob)."""
+    return D.Independent(D.Gamma(torch.exp(A_MIX @ t), torch.nn.functional.softplus(t[1:]) + 0.5), 1)
+
+
+def _make_plain_gamma(t):
+    """A batch of two Gammas that is not wrapped in Independent: log_prob is (N, 2), summed per sample."""
+    return D.Gamma(torch.exp(A_MIX @ t), torch.nn.functional.softplus(t[1:]) + 0.5)
+
+
+@pytest.mark.parametrize("make", [_make_gamma, _make_plain_gamma], ids=["independent", "plain-batch"])
+@pytest.mark.parametrize("baseline", [None, "rloo"])
+def test_surrogate_value_is_the_mean_cost_and_its_gradient_the_mean_estimate(baseline, make):
+    """surrogate_loss's VALUE is the mean of f over its draws (N = 7, uneven), and its gradient the mean of the
+    per-sample estimates of the same draws, for a product of Gammas (no closed form) with two parameters each."""
+    from gradlab.distributions import draw
+    from gradlab.expectation import surrogate_loss
+
+    def f(x):
+        return (x[..., 0] - 2.0 * x[..., 1]) ** 2 + x[..., 1]
+
+    th = torch.tensor([0.2, -0.4, 0.3], dtype=F64, requires_grad=True)
+    n = 7
+    loss = surrogate_loss(f, make(th), estimator="score", num_samples=n, baseline=baseline, generator=gen(5))
+    x = draw(make(th.detach()), (n,), generator=gen(5))
+    print("value", loss.item(), "mean cost", f(x).mean().item())
+    torch.testing.assert_close(loss.detach(), f(x).mean())
+    (grad,) = torch.autograd.grad(loss, th)
+    mean = expectation_grad(f, make, th.detach(), estimator="score", num_samples=n, baseline=baseline,
+                            generator=gen(5)).mean(0)
+    torch.testing.assert_close(grad, mean)
+    if baseline == "rloo":  # and the baseline matters here: without it the gradient differs
+        plain = expectation_grad(f, make, th.detach(), estimator="score", num_samples=n,
+                                 generator=gen(5)).mean(0)
+        assert (plain - mean).abs().max() > 1e-3
+
+
+def test_surrogate_with_per_item_costs_uses_each_items_own_log_prob():
+    """Per-item costs (N, 2) of two independent Gamma items: the surrogate's gradient is the mean per-item
+    estimate (item i's cost times item i's score only), N = 5."""
+    from gradlab.expectation import surrogate_loss
+
+    def make(t):
+        return D.Independent(D.Gamma(torch.exp(t.reshape(2, 2)), torch.tensor([1.0, 2.0], dtype=F64)), 1)
+
+    def f(x):  # (N, 2, 2) -> (N, 2)
+        return (x - torch.tensor([0.5, 1.5], dtype=F64)).pow(2).sum(-1) * torch.tensor([1.0, 3.0], dtype=F64)
+
+    th = torch.tensor([0.1, -0.2, 0.4, 0.3], dtype=F64, requires_grad=True)
+    loss = surrogate_loss(f, make(th), estimator="score", num_samples=5, baseline="rloo", generator=gen(9))
+    (grad,) = torch.autograd.grad(loss, th)
+    mean = expectation_grad(f, make, th.detach(), estimator="score", num_samples=5, baseline="rloo",
+                            generator=gen(9)).mean(0)
+    torch.testing.assert_close(grad, mean)
