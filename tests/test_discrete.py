@@ -458,3 +458,19 @@ def test_categorical_rebar_is_unbiased_against_enumeration_with_power(eta, tau):
     se = grads.std(0) / math.sqrt(grads.shape[0])
     assert ((grads.mean(0) - truth).abs() / se).max() < 5.0
     assert ((1.25 * grads.mean(0) - truth).abs() / (1.25 * se)).max() > 5.0
+
+
+def test_hard_gumbel_sinkhorn_follows_the_noise():
+    """With flat log_alpha every permutation is equally likely: 40 hard samples of 4x4 must be permutation
+    matrices and not all the same one (a sampler that ignores the Gumbel noise returns one assignment)."""
+    import torch
+
+    from gradlab import gumbel_sinkhorn
+
+    hard = gumbel_sinkhorn(torch.zeros(4, 4, dtype=torch.float64), 0.5, num_samples=40, hard=True,
+                           generator=torch.Generator().manual_seed(0)).detach()
+    assert torch.equal(hard.sum(-1), torch.ones(40, 4, dtype=torch.float64))
+    assert torch.equal(hard.sum(-2), torch.ones(40, 4, dtype=torch.float64))
+    distinct = {tuple(h.argmax(-1).tolist()) for h in hard}
+    print("distinct permutations among 40:", len(distinct))
+    assert len(distinct) >= 5  # 24 permutations, 40 uniform draws: fewer than 5 distinct has probability < 1e-12
