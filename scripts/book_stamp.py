@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("book", "_config.yml", "_toc.yml", "gradlab", "references.bib", "benchmarks/results",
            "requirements.txt", "pyproject.toml")
 SKIP = {"__pycache__", ".ipynb_checkpoints", ".pytest_cache"}
+# Written BY the build (explorer frames saved as files, git-ignored): not a source of it.
+GENERATED = ("book/_static/frames",)
 STRICT = ["-W", "-n", "--keep-going"]
 
 
@@ -44,7 +46,7 @@ def source_files(root: Path = ROOT) -> list[Path]:
             files.append(path)
         elif path.is_dir():
             files += [p for p in path.rglob("*") if p.is_file() and not SKIP & set(p.relative_to(root).parts)
-                      and p.suffix != ".pyc"]
+                      and p.suffix != ".pyc" and not p.relative_to(root).as_posix().startswith(GENERATED)]
     return sorted(files)
 
 

@@ -98,3 +98,14 @@ def test_make_builds_the_book_with_the_stamp_and_test_reuses_it():
     assert "jupyter-book" not in test and "--dist loadgroup" in makefile, test
     fast = makefile.split("\ntest-fast: setup\n", 1)[1].split("\n\n", 1)[0]
     assert re.search(r'-m "not slow"', fast), fast
+
+
+def test_files_the_build_writes_into_the_sources_do_not_make_it_stale(tree):
+    """The build saves the explorers' frames under book/_static/frames: its own output, not a source."""
+    stamped(tree)
+    frame = tree / "book" / "_static" / "frames" / "ch3" / "frame0.png"
+    frame.parent.mkdir(parents=True)
+    frame.write_bytes(b"\x89PNG")
+    assert book_stamp.is_current(tree)
+    (tree / "book" / "_static" / "gradlab.css").write_text("a {}")  # a real static source still counts
+    assert not book_stamp.is_current(tree)
