@@ -166,8 +166,7 @@ def main() -> None:
     lines = [
         "# Discrete estimators on the discrete VAE: cost and variance per gradient estimate",
         "",
-        f"Measured {datetime.now():%Y-%m-%d %H:%M} on: {machine_description(args.threads)}, "
-        f"{'GPU present but unused' if torch.cuda.is_available() else 'no GPU'}. "
+        f"Measured {datetime.now():%Y-%m-%d %H:%M} on {machine_description(args.threads)}. "
         f"Encoder logits of 64 binarized digits x 16 latents, {S} samples per estimate, float32; "
         f"median of {args.repeats} timed calls, the contenders taking turns; variance over {args.variance_estimates} estimates; REBAR/RELAX "
         f"adapted for {args.adapt} steps first (and further while `adapt_step` is timed); the model was trained for {args.pretrain} Gumbel-softmax steps before. "

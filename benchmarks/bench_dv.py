@@ -22,7 +22,6 @@ import argparse
 import csv
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import gradlab  # noqa: E402
 from gradlab.data import correlated_gaussians  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import machine_line  # noqa: E402  (benchmarks/machine.py)
 
 RHO, N, TOLERANCE = 0.8, 4000, 0.05
 # bound -> (minibatches per epoch, epochs). InfoNCE scores all K^2 pairs of a batch of K: K = 50.
@@ -97,8 +99,7 @@ def report(rows: list, args: argparse.Namespace) -> str:
         "# DV benchmark: neural mutual-information estimates for correlated Gaussians",
         "",
         f"rho = {RHO}, 2-D (X, Y), {N} samples of Z and of Z_ref, true MI = {rows[0]['truth']:.4f} nats; "
-        f"{args.seeds} seeds; torch {torch.__version__} with {args.threads} threads; "
-        f"{platform.processor() or platform.machine()}. {args.note}",
+        f"{args.seeds} seeds; {machine_line(args.threads)}.",
         f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC with "
         f"`python benchmarks/bench_dv.py{' --quick' if args.quick else ''}`.",
         "",
@@ -139,14 +140,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bounds", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--note", default="", help="a sentence about the machine, copied into the report")
+    parser.add_argument("--note", default="", help="a remark about this run, printed (never written to the results)")
     parser.add_argument("--scores", action="store_true", help="only the joint vs separable score-matrix cost")
     args = parser.parse_args()
     if args.scores:
         torch.set_num_threads(args.threads)
         rows = score_cost()
         lines = ["# Score-matrix cost: joint vs separable critic (InfoNCE step, d = 20, hidden 64)", "",
-                 f"{os.cpu_count()} CPU cores, no GPU; medians of 5 steps. {args.note}".strip(), "",
+                 f"{machine_line(args.threads)}; medians of 5 steps.", "",
                  "| K | joint ms | separable ms | joint / separable |", "|---|---|---|---|"]
         lines += [f"| {r['K']} | {1e3 * r['joint']:.2f} | {1e3 * r['separable']:.2f} | {r['ratio']:.1f} |" for r in rows]
         args.out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ import csv
 import datetime
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,8 +40,10 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gradlab.compare import cosine_similarity  # noqa: E402
+from machine import machine_line, report_load  # noqa: E402  (benchmarks/machine.py)
 from gradlab.es.fastpath import member_losses  # noqa: E402
 from gradlab.es.population import es_grad_model  # noqa: E402
 from gradlab.params import flatten_grads, flatten_params  # noqa: E402
@@ -175,20 +176,9 @@ def measure(contenders: Dict[str, Callable[[], object]], reps: int, slow: float)
 
 
 def machine_description(threads: int) -> str:
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return (
-        f"{model}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} using {threads} threads, "
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
-        f"load average at start {load[0]:.1f}"
-    )
+    """The machine line of every results file (cores, GPU, torch and threads; nothing about the run)."""
+    report_load("at start")
+    return machine_line(threads)
 
 
 def profile_estimate(model, loss_fn, x, y, num_samples, rank) -> List[Tuple[str, float]]:
@@ -214,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {list(MODELS)}")
     parser.add_argument("--samples", nargs="*", type=int, default=None, help="population sizes N")
     parser.add_argument("--ranks", nargs="*", type=int, default=None)
-    parser.add_argument("--note", default="", help="a sentence about the machine, put in the report")
+    parser.add_argument("--note", default="", help="a remark about this run, printed (never written to the results)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -222,7 +212,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     sizes = args.samples or ([10, 100] if args.quick else [10, 100, 1000])
     ranks = args.ranks if args.ranks is not None else ([1] if args.quick else [1, 4])
     reps = 2 if args.quick else 4
-    machine = machine_description(args.threads) + (f" ({args.note})" if args.note else "")
+    machine = machine_description(args.threads)
+    if args.note:
+        print(args.note, flush=True)
     print(machine, flush=True)
     if torchopt is None:
         print(f"torchopt not available ({TORCHOPT_ERROR}); skipping it", flush=True)
@@ -307,11 +299,11 @@ def render_markdown(rows, machine: str, ranks, profile_rows) -> str:
     have = {m for cell in table.values() for m in cell}
     methods = [m for m in methods if m in have]
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    report_load("at the end")
     lines = [
         "# ES gradient estimates: time per estimate (ms)",
         "",
-        f"Measured {now} on: {machine}; load average at the end {end_load:.1f}.",
+        f"Measured {now} on {machine}.",
         f"Antithetic sampling, sigma = {SIGMA}, batch {BATCH}, cross-entropy over {CLASSES} classes, "
         "float32, ReLU MLPs; `deep-*` = 64 inputs and two hidden layers, `wide-*` = 784 inputs and "
         "one hidden layer (the seed lab's shape). N = number of noise draws (2N perturbed models).",
@@ -336,7 +328,7 @@ def render_markdown(rows, machine: str, ranks, profile_rows) -> str:
         if "torchopt" in cell:
             values += [f"{cell['torchopt']['cosine']:.3f}"]
         lines.append("| " + " | ".join(values) + " |")
-    lines += ["", "## Targets (from issue 3)", ""]
+    lines += ["", "## Against TorchOpt", ""]
     lines += check_targets(table, params, ranks)
     if profile_rows:
         lines += ["", "Profile of one estimate, deep-300k, N=100 (share of self CPU time per op):", ""]
@@ -349,20 +341,17 @@ def check_targets(table, params, ranks) -> List[str]:
     if not any("torchopt" in cell for cell in table.values()):
         return ["TorchOpt was not available, so the targets relative to it were not measured."]
 
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "NOT met"
-
     small = [(k, c) for k, c in table.items() if params[k[0]] <= 2000 and k[1] in (100, 1000) and "torchopt" in c]
     if small:
         worst = min(c["gradlab"]["speedup_vs_torchopt"] for _, c in small)
-        out.append(f"- >= 3x faster than TorchOpt for <= 2k parameters at N in {{100, 1000}}: worst {worst:.1f}x, {verdict(worst >= 3)}")
+        out.append(f"- speed-up over TorchOpt for <= 2k parameters at N in {{100, 1000}}: worst {worst:.1f}x")
     upto = [(k, c) for k, c in table.items() if params[k[0]] <= 310_000 and k[1] in (100, 1000) and "torchopt" in c]
     if upto:
         worst_key, worst_cell = min(upto, key=lambda kc: kc[1]["gradlab"]["speedup_vs_torchopt"])
         worst = worst_cell["gradlab"]["speedup_vs_torchopt"]
         out.append(
-            f"- never slower than TorchOpt up to 300k parameters at N in {{100, 1000}} (dense noise): worst "
-            f"{worst:.2f}x ({worst_key[0]}, N={worst_key[1]}), {verdict(worst >= 1)}"
+            f"- speed-up over TorchOpt up to 300k parameters at N in {{100, 1000}} (dense noise): worst "
+            f"{worst:.2f}x ({worst_key[0]}, N={worst_key[1]})"
         )
     for model in ("deep-300k", "wide-300k"):
         cell = table.get((model, 1000))
@@ -372,7 +361,7 @@ def check_targets(table, params, ranks) -> List[str]:
                     s = cell[f"gradlab r={r}"]["speedup_vs_torchopt"]
                     bound = cell["torchopt"]["ms"] / cell["limit"]["ms"]
                     out.append(
-                        f"- low rank r={r} >= 10x faster than TorchOpt at {model}, N=1000: {s:.1f}x, {verdict(s >= 10)} "
+                        f"- low rank r={r} against TorchOpt at {model}, N=1000: {s:.1f}x "
                         f"(TorchOpt / limit = {bound:.1f}x: the most any estimator that runs all 2N "
                         "perturbed forward passes in full can gain)"
                     )

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from gradlab.expectation import expectation_grad  # noqa: E402
 from gradlab.measure_valued import weibull  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import machine_line  # noqa: E402  (benchmarks/machine.py)
 
 DIM, SIGMA = 100, 0.5
 ESTIMATORS = ["score", "pathwise", "measure_valued"]
@@ -104,7 +106,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--note", default="2 CPU cores, no GPU", help="the machine, in words")
+    parser.add_argument("--note", default="", help="a remark about this run, printed (never written to the results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [100, 1000] if args.quick else [100, 10_000]
@@ -133,16 +135,10 @@ def write(rows, args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "expectation_benchmark_quick.md" if args.quick else "expectation_benchmark.md"
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     lines = [
         "# Expectation-gradient estimates: vectorized vs a loop over samples",
         "",
-        f"Measured {datetime.datetime.now():%Y-%m-%d %H:%M} on {args.note} ({cpu}, {os.cpu_count()} logical CPUs "
-        f"visible), torch {torch.__version__} using {args.threads} thread(s), float32.",
+        f"Measured {datetime.datetime.now():%Y-%m-%d %H:%M} on {machine_line(args.threads)}, float32.",
         f"x ~ N(theta, {SIGMA}^2 I), theta of dimension {DIM}, f(x) = sum (x_i - 1)^2 + sum sin(x_i); "
         "N per-sample estimates of the gradient per call. `loop` = a Python loop over samples, each sample's "
         "estimate by autograd (measure-valued: each sample's 2d perturbed points in one call of f). "

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from gradlab.widgets import GradientExplorer, SmoothingExplorer, VarianceExplorer
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gradlab.widgets import GradientExplorer, SmoothingExplorer, VarianceExplorer  # noqa: E402
+from machine import machine_line, report_load  # noqa: E402  (benchmarks/machine.py)
 
 OUT = Path(__file__).with_name("results") / "widgets_benchmark.md"
 
@@ -39,7 +42,7 @@ def slider_moves(explorer, control: str, values) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--note", default="", help="a sentence about the machine and its load")
+    parser.add_argument("--note", default="", help="a remark about this run, printed (never written to the results)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -62,13 +65,13 @@ def main() -> None:
     total = timed(lambda: smoothing.static_html(**grid))
     per_frame = total / 18
     print(f"static frames (SmoothingExplorer, 18 frames): {total:.2f} s, {per_frame:.3f} s per frame")
-    load = os.getloadavg()[0]
+    report_load("at the end")
+    if args.note:
+        print(args.note, flush=True)
     lines = [
         "# Explorer response times (seconds)",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} logical CPUs, torch {torch.__version__} with 1 thread; load average at the end "
-        f"{load:.1f}. {args.note}",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine_line(1)}.",
         "",
         "Time from a control change to the new picture and readout (median of 3 moves).",
         "",
