@@ -192,7 +192,7 @@ def fit_bbvi(
             history["seconds"].append(seconds)
             history["evaluations"].append(step * num_samples)
         if step == num_steps:
-            break
+            continue  # the last step only evaluates (continue, not break: the bar ends at its total)
         start = time.perf_counter()
         grads = elbo_grad(gradient_fn, mu, log_sigma, estimator=estimator, num_samples=num_samples,
                           generator=generator).mean(0)

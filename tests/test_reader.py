@@ -386,3 +386,38 @@ def test_search_snippets_show_no_raw_tex(browser, site):  # noqa: F811
     page.context.close()
     raw = [s[:80] for s in snippets if re.search(r"\\\(|\\\[|\\[a-zA-Z]{2,}\{|\$\$", s)]
     assert not raw, f"search snippets with raw TeX: {raw[:5]}"
+
+
+# --------------------------------------------------------------------------- figures: tick labels
+def test_no_figure_draws_tick_labels_over_each_other(figures, built, site):  # noqa: F811
+    """Neighbouring tick labels of one axis never overlap (e.g. a log axis's minor labels running
+    together); the book's figure settings measure it when a figure is saved (gradlab:tick_overlaps)."""
+    from PIL import Image
+
+    crowded = {}
+    for (name, width), figs in figures.items():
+        for f in figs:
+            path = local_file(built, site, f["src"])
+            if path.suffix.lower() != ".png":
+                continue
+            with Image.open(path) as image:
+                overlaps = image.info.get("gradlab:tick_overlaps", "")
+            if overlaps:
+                crowded.setdefault(name, set()).add(f"{path.name[:12]}: {overlaps[:120]}")
+    assert not crowded, f"figures with tick labels drawn over each other: {crowded}"
+
+
+# --------------------------------------------------------------------------- progress bars: complete
+BAR_COUNT = re.compile(r"\|\s*(\d+)/(\d+)\s*\[")
+
+
+def test_progress_bars_end_at_their_total(built):
+    """A loop's bar, in its final state, reads n/n: a bar left at 800/801 says the loop stopped early."""
+    short = {}
+    for name in toc_files():
+        for box in soup(built, name).select("div.cell_output div.output, div.cell_output pre"):
+            for line in box.get_text().splitlines():
+                m = BAR_COUNT.search(line)
+                if m and m.group(1) != m.group(2):
+                    short.setdefault(name, []).append(line.strip()[:70])
+    assert not short, f"progress bars that end before their total: {short}"
