@@ -421,3 +421,21 @@ def test_progress_bars_end_at_their_total(built):
                 if m and m.group(1) != m.group(2):
                     short.setdefault(name, []).append(line.strip()[:70])
     assert not short, f"progress bars that end before their total: {short}"
+
+
+def test_no_legend_hides_plotted_data(figures, built, site):  # noqa: F811
+    """A legend sits where there is no data (or outside the axes); the figure settings move one that
+    covers plotted points and record what still does (gradlab:legend_over_data)."""
+    from PIL import Image
+
+    hidden = {}
+    for (name, width), figs in figures.items():
+        for f in figs:
+            path = local_file(built, site, f["src"])
+            if path.suffix.lower() != ".png":
+                continue
+            with Image.open(path) as image:
+                covered = image.info.get("gradlab:legend_over_data", "")
+            if covered:
+                hidden.setdefault(name, set()).add(f"{path.name[:12]}: {covered[:120]}")
+    assert not hidden, f"figures whose legend hides plotted data: {hidden}"

@@ -6,12 +6,14 @@ one place and no chapter repeats them:
 * figures are PNGs at (at least) twice their CSS size (retina), sharp on any screen;
 * no text in a figure is smaller than 9 CSS px once the figure is shrunk to a 390 px phone:
   the book's figures fill the content column (about 358 px there), so a font of ``s`` points
-  in a figure ``w`` inches wide shows at ``s * 358 / (72 * w)`` CSS px. Text below that is
-  enlarged just before the figure is saved, and the smallest size is written into the PNG
+  in an image ``w`` inches wide shows at ``s * 358 / (72 * w)`` CSS px, where ``w`` is the width
+  of the saved (tightly cropped) image. Text below that is enlarged just before the figure is saved, and the smallest size is written into the PNG
   (``gradlab:min_font_pt``) for the reader tests;
 * neighbouring tick labels never overlap: an axis whose minor labels collide (a log axis over
   about one decade) keeps its major labels only; what still collides is written into the PNG
   (``gradlab:tick_overlaps``) for the reader tests;
+* no legend hides data: one that covers plotted points moves to the emptiest place in its
+  axes, or below them; what still covers data is recorded (``gradlab:legend_over_data``);
 * a text progress bar (tqdm) shows only its final line: a notebook output keeps every redraw
   (``\r`` does not erase in a saved output), so tqdm writes through a filter that passes on a
   line only when it ends, and only what follows its last carriage return. A bar that clears
@@ -108,7 +110,7 @@ def _overlapping_tick_labels(fig, declutter: bool = False) -> list:
     return found
 
 
-def _legends_over_data(fig) -> list:
+def _legends_over_data(fig, only=None) -> list:
     """Legends drawn over plotted data: for each legend, how many points of the axes' lines (their
     vertices and points in between, every few pixels) and scatter markers fall inside its box.
     A legend belongs in an empty corner (``loc="best"`` finds one) or outside the axes."""
@@ -120,7 +122,7 @@ def _legends_over_data(fig) -> list:
     except Exception:  # noqa: BLE001
         return []
     found = []
-    for ax in fig.axes:
+    for ax in fig.axes if only is None else [only]:
         legend = ax.get_legend()
         if legend is None or not legend.get_visible():
             continue
@@ -134,6 +136,8 @@ def _legends_over_data(fig) -> list:
             xy = xy[np.isfinite(xy).all(1)]
             if len(xy) == 0:
                 continue
+            if line.get_label().startswith("_") and len(xy) == 2 and (np.ptp(xy[:, 0]) < 1 or np.ptp(xy[:, 1]) < 1):
+                continue  # an unlabelled reference line (axhline / axvline): a legend may sit on it
             if line.get_linestyle() not in ("None", "none", "", " ") and len(xy) > 1:
                 steps = np.maximum(np.ceil(np.hypot(*np.diff(xy, axis=0).T) / 3.0), 1).astype(int)
                 xy = np.concatenate([np.linspace(a, b, n, endpoint=False) for a, b, n in zip(xy[:-1], xy[1:], steps)]
@@ -149,6 +153,28 @@ def _legends_over_data(fig) -> list:
         if covered:
             found.append(f"{ax.get_title()[:40] or 'axes'}: {covered} points")
     return found
+
+
+def _move_legends_off_data(fig) -> None:
+    """A legend that hides plotted data moves: first to the emptiest place inside the axes
+    (``loc="best"``), and, if data are still under it, below the axes (under the x label) when
+    the axes are in the figure's bottom row. What is left is recorded by :func:`_legends_over_data`."""
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None or not legend.get_visible() or not _legends_over_data(fig, only=ax):
+            continue
+        legend.set_loc("best")
+        legend.set_bbox_to_anchor(None)
+        if not _legends_over_data(fig, only=ax):
+            continue
+        spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
+        if spec is not None and not spec.is_last_row():
+            continue
+        renderer = fig.canvas.get_renderer()
+        bottom = ax.get_tightbbox(renderer).y0
+        _, y = ax.transAxes.inverted().transform((0.0, bottom - 4.0))
+        legend.set_loc("upper center")
+        legend.set_bbox_to_anchor((0.5, y), transform=ax.transAxes)
 
 
 def _gradlab_book_settings() -> None:
@@ -169,30 +195,61 @@ def _gradlab_book_settings() -> None:
     def print_figure(self, filename, *args, **kwargs):
         fig = self.figure
         width_in = fig.get_size_inches()[0]
-        floor_pt = min_css_px * 72.0 * width_in / phone_column_px
-        smallest = None
-        for ax in fig.axes:  # tick labels made at draw time copy these settings
-            for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
-                labels = axis.get_ticklabels(which="both")
-                if labels and min(t.get_fontsize() for t in labels) < floor_pt:
-                    ax.tick_params(axis=name, which="both", labelsize=floor_pt)
-        for text in fig.findobj(Text):
-            if not text.get_visible() or not text.get_text().strip():
-                continue
-            if text.get_fontsize() < floor_pt:
-                text.set_fontsize(floor_pt)
-            size = text.get_fontsize()
-            smallest = size if smallest is None else min(smallest, size)
+        tight = kwargs.get("bbox_inches") == "tight"
+
+        def saved_width() -> float:
+            """The width the PNG will have, in inches: a tight crop keeps whatever is drawn (a title
+            or legend wider than the figure widens the image, which a phone then shrinks more)."""
+            if not tight:
+                return width_in
+            try:
+                pad = kwargs.get("pad_inches")
+                pad = matplotlib.rcParams["savefig.pad_inches"] if not isinstance(pad, (int, float)) else pad
+                return max(fig.get_tightbbox(fig.canvas.get_renderer()).width + 2 * pad, width_in)
+            except Exception:  # noqa: BLE001 (a figure that cannot measure itself keeps its width)
+                return width_in
+
+        def raise_fonts(floor_pt: float):
+            for ax in fig.axes:  # tick labels made at draw time copy these settings
+                for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+                    labels = axis.get_ticklabels(which="both")
+                    if labels and min(t.get_fontsize() for t in labels) < floor_pt:
+                        ax.tick_params(axis=name, which="both", labelsize=floor_pt)
+            smallest = None
+            for text in fig.findobj(Text):
+                if not text.get_visible() or not text.get_text().strip():
+                    continue
+                if text.get_fontsize() < floor_pt:
+                    text.set_fontsize(floor_pt)
+                size = text.get_fontsize()
+                smallest = size if smallest is None else min(smallest, size)
+            return smallest
+
+        # Titles and axis labels wrap at the figure's edge instead of widening the crop (a wider
+        # image is shrunk more on a phone, and enlarging its text would only widen it again).
+        for ax in fig.axes:
+            for text in (ax.title, getattr(ax, "_left_title", None), getattr(ax, "_right_title", None),
+                         ax.xaxis.label, ax.yaxis.label):
+                if text is not None:
+                    text.set_wrap(True)
+        if getattr(fig, "_suptitle", None) is not None:
+            fig._suptitle.set_wrap(True)
+        smallest = raise_fonts(min_css_px * 72.0 * width_in / phone_column_px)
         overlaps = _overlapping_tick_labels(fig, declutter=True)
+        try:
+            _move_legends_off_data(fig)
+        except Exception:  # noqa: BLE001 (a legend that cannot move stays, and is recorded below)
+            pass
+        for _ in range(3):  # larger text widens the crop a little more: settle in a few rounds
+            saved_in = saved_width()
+            needed = min_css_px * 72.0 * saved_in / phone_column_px
+            if smallest is None or smallest >= needed:
+                break
+            smallest = raise_fonts(needed * 1.01)
         # At least 2 image pixels per CSS pixel in the widest column (784 px at 1400 px, with room
         # for the tight crop): a 7 in figure is saved at about 245 dpi rather than retina's 200.
         if kwargs.get("dpi") is not None:
-            saved_in = width_in
-            if kwargs.get("bbox_inches") == "tight":
-                try:
-                    saved_in = fig.get_tightbbox(fig.canvas.get_renderer()).width + 0.1
-                except Exception:  # noqa: BLE001 (a figure that cannot measure itself keeps its width)
-                    pass
+            saved_in = saved_width()
             kwargs["dpi"] = max(float(kwargs["dpi"]), 2 * desktop_column_px / saved_in)
         fmt = kwargs.get("format") or (filename if isinstance(filename, str) and "." not in filename else None)
         if fmt == "png" and smallest is not None:
