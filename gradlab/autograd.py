@@ -80,9 +80,11 @@ class LinearFunction(torch.autograd.Function):
     ``(..., out)`` without enlarging it. With $G = \partial L/\partial y$
     flattened to ``(N, out)`` and $X$ flattened to ``(N, in)``:
 
-    $$\frac{\partial L}{\partial x} = G W, \qquad
-      \frac{\partial L}{\partial W} = G^\top X, \qquad
-      \frac{\partial L}{\partial b} = \textstyle\sum_{\text{broadcast dims}} G.$$
+    $$\begin{gathered}
+      \frac{\partial L}{\partial x} = G W, \qquad
+      \frac{\partial L}{\partial W} = G^\top X, \\
+      \frac{\partial L}{\partial b} = \textstyle\sum_{\text{broadcast dims}} G.
+      \end{gathered}$$
     """
 
     @staticmethod

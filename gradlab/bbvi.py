@@ -3,8 +3,11 @@ r"""Black-box variational inference with a mean-field Gaussian $q$.
 $q_\lambda(z) = \prod_i \mathcal N(z_i;\ \mu_i, \sigma_i^2)$ with $\lambda = (\mu, \log\sigma)$, and the ELBO
 
 $$
-\mathcal L(\lambda) = \mathbb E_{q}[\log p(x, z) - \log q_\lambda(z)]
-= \mathbb E_{q}[\log p(x, z)] + \sum_i \log\sigma_i + \tfrac D2 \log(2\pi e).
+\begin{aligned}
+\mathcal L(\lambda) &= \mathbb E_{q}[\log p(x, z) - \log q_\lambda(z)] \\
+&= \mathbb E_{q}[\log p(x, z)] + \sum_i \log\sigma_i \\
+&\quad + \tfrac D2 \log(2\pi e).
+\end{aligned}
 $$
 
 ``log_joint`` maps a batch ``z`` of shape ``(N, D)`` to $\log p(x, z)$, shape ``(N,)``

@@ -5,8 +5,11 @@ $\hat g_n = f(x_n)\, s_n$ with the score $s_n = \nabla_\theta \log p_\theta(x_n)
 Since $\mathbb E[s] = 0$, subtracting a baseline $b$ that does not depend on $x_n$
 keeps it unbiased and can shrink its variance:
 
-$$\hat g_n = \big(f(x_n) - b_n\big)\, s_n, \qquad
-\mathbb E[b_n s_n] = 0 \text{ whenever } b_n \text{ is independent of } x_n.$$
+$$\begin{gathered}
+\hat g_n = \big(f(x_n) - b_n\big)\, s_n, \\
+\mathbb E[b_n s_n] = 0 \\
+\text{whenever } b_n \text{ is independent of } x_n.
+\end{gathered}$$
 
 More generally a control variate $h$ with a known $\mathbb E[h(x) s] = \nabla_\theta
 \mathbb E[h]$ gives $\hat g_n = (f(x_n) - h(x_n)) s_n + \nabla_\theta\mathbb E[h]$.

@@ -5,8 +5,11 @@ are known in closed form as functions of the distribution's parameters $\lambda$
 the sample itself with $\mathbb E[x] = \mu$, its square with $\mathbb E[x^2] = \mu^2 + \sigma^2$,
 ...). Each gives a zero-mean control variate for the score-function estimate of coordinate $j$,
 
-$$u_{kj}(x) = h_k(x)\, s_j(x) - \partial_{\lambda_j} \mathbb E[h_k],
-\qquad \mathbb E[u_{kj}] = 0 \quad(\text{the score identity applied to } h_k),$$
+$$\begin{gathered}
+u_{kj}(x) = h_k(x)\, s_j(x) - \partial_{\lambda_j} \mathbb E[h_k], \\
+\mathbb E[u_{kj}] = 0 \\
+(\text{the score identity applied to } h_k),
+\end{gathered}$$
 
 and $\hat g_{nj} = f(x_n) s_{nj} - c_j^\top u_{nj}$ is unbiased for every fixed $c_j \in \mathbb R^K$.
 Its variance $\operatorname{Var}(y_j) - 2 c_j^\top \operatorname{Cov}(u_j, y_j) + c_j^\top

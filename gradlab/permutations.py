@@ -7,7 +7,10 @@ square score matrix $X$ and $\tau > 0$, the Sinkhorn operator $S(X/\tau)$
 
 .. math::
 
-    J_\tau(P) = \langle P, X\rangle_F + \tau\, H(P), \qquad H(P) = -\sum_{ij} P_{ij}\log P_{ij}.
+    \begin{gathered}
+    J_\tau(P) = \langle P, X\rangle_F + \tau\, H(P), \\
+    H(P) = -\sum_{ij} P_{ij}\log P_{ij}.
+    \end{gathered}
 
 The stationarity conditions of the Lagrangian with row and column multipliers give
 $P_{ij} = \exp(X_{ij}/\tau - a_i - b_j)$, a diagonal rescaling of $e^{X/\tau}$, which Sinkhorn's

@@ -5,14 +5,17 @@ $\pi_\theta(a\mid s)$. Every estimator is the score function of the whole trajec
 different weight $\Psi_t$ on each step's $\nabla_\theta\log\pi_\theta(a_t\mid s_t)$:
 
 $$
-\hat g = \sum_{t} \nabla_\theta \log \pi_\theta(a_t\mid s_t)\ \Psi_t,\qquad
+\begin{gathered}
+\hat g = \sum_{t} \nabla_\theta \log \pi_\theta(a_t\mid s_t)\ \Psi_t, \\
 \Psi_t = \begin{cases}
 \sum_{l} \gamma^l r_l & \text{``total''}\\
-\gamma^t G_t,\ G_t = \sum_{l\ge t}\gamma^{l-t} r_l & \text{``reward\_to\_go''}\\
+\gamma^t G_t & \text{``reward\_to\_go''}\\
 \gamma^t (G_t - V(s_t, t)) & \text{``baseline''}\\
-\gamma^t \hat A_t^{\mathrm{GAE}(\gamma,\lambda)},\ \hat A_t = \sum_{l\ge t}(\gamma\lambda)^{l-t}\delta_l,\
-\delta_t = r_t + \gamma V_{t+1} - V_t & \text{``gae''}
-\end{cases}
+\gamma^t \hat A_t^{\mathrm{GAE}(\gamma,\lambda)} & \text{``gae''}
+\end{cases} \\
+G_t = \sum_{l\ge t}\gamma^{l-t} r_l, \qquad \hat A_t = \sum_{l\ge t}(\gamma\lambda)^{l-t}\delta_l, \\
+\delta_t = r_t + \gamma V_{t+1} - V_t.
+\end{gathered}
 $$
 
 Reward-to-go drops the rewards earned *before* step $t$, whose products with the score of $a_t$

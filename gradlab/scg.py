@@ -14,8 +14,12 @@ $w$ (causality: a cost that does not depend on $w$ is left out); a node estimate
 Then
 
 $$
-\mathcal L = \frac1N\sum_{n=1}^N\Big[\sum_c c_n + \sum_{w\ \text{score}} \log p(w_n\mid \mathrm{pa}(w_n))\,
-\operatorname{stop}(\hat Q_{w,n} - b_{w,n})\Big], \qquad \mathbb E\,\nabla_\theta \mathcal L = \nabla_\theta J .
+\begin{aligned}
+\mathcal L &= \frac1N\sum_{n=1}^N\Big[\sum_c c_n \\
+&\qquad + \sum_{w\ \text{score}} \log p(w_n\mid \mathrm{pa}(w_n)) \\
+&\qquad\quad \times \operatorname{stop}(\hat Q_{w,n} - b_{w,n})\Big], \\
+\mathbb E\,\nabla_\theta \mathcal L &= \nabla_\theta J .
+\end{aligned}
 $$
 
 DiCE (Foerster et al. 2018) writes the same with the *magic box*
