@@ -229,7 +229,7 @@ _DIVERGENCES = ["dv", "DVTrainer", "CorrelatedGaussianSampler", "SeparableCritic
                 "correlated_gaussians", "product_of_marginals"]
 
 # ------------------- the estimators at work: graphs, variational inference, policies (Chapter 8)
-from . import bbvi, envs, policy, scg
+from . import bbvi, envs, policy, scg, scg_nodes
 from .bbvi import elbo, elbo_grad, fit_bbvi, logistic_regression_log_joint
 from .envs import CartPole, ChainMDP
 from .policy import (
@@ -245,7 +245,7 @@ from .policy import (
 from .scg import Graph, dice_objective, exact_graph_expectation, magic_box, scg_surrogate
 
 _APPLICATIONS = [
-    "scg", "Graph", "scg_surrogate", "dice_objective", "magic_box", "exact_graph_expectation",
+    "scg", "scg_nodes", "Graph", "scg_surrogate", "dice_objective", "magic_box", "exact_graph_expectation",
     "bbvi", "elbo", "elbo_grad", "fit_bbvi", "logistic_regression_log_joint",
     "policy", "envs", "ChainMDP", "CartPole", "Episodes", "rollout", "discounted_returns", "gae_advantages",
     "policy_weights", "policy_loss", "LinearPolicy", "train_policy",

@@ -48,7 +48,7 @@ def unsupported_reason(estimator: str, dist: D.Distribution) -> Optional[str]:
             return f"estimator 'measure_valued' needs a scalar Normal, Bernoulli or Categorical node, got {name}"
     if estimator in RELAXED:
         if not isinstance(dist, (D.Bernoulli, D.OneHotCategorical)) or len(dist.batch_shape) != 1:
-            return f"estimator {estimator!r} needs a Bernoulli or OneHotCategorical node (a relaxable sample), got {name}"
+            return f"estimator {estimator!r} needs a Bernoulli or OneHotCategorical node, got {name}"
     return None
 
 

@@ -119,9 +119,11 @@ class GraphExplorer(Explorer):
     # ---------------------------------------------------------------- notes and controls
     def not_applicable(self) -> str:
         """Which estimators do not apply to which node, and why (one sentence each)."""
-        lines = [f"{NODE_LABELS[e]} does not apply to {node}: {why}."
-                 for node, c in self.choices.items() for e, why in c.items() if why]
-        return " ".join(lines)
+        parts = []
+        for node, choice in self.choices.items():
+            left_out = [(e, why.split(" needs ", 1)[-1]) for e, why in choice.items() if why]
+            parts += [f"{NODE_LABELS[e]} does not apply to {node}: it needs {why}" for e, why in left_out]
+        return ("The menus leave out what does not apply: " + "; ".join(parts) + ".") if parts else ""
 
     def static_note(self) -> str:
         return f" {html.escape(self.not_applicable())}" if self.not_applicable() else ""
