@@ -26,6 +26,8 @@ from .frames import Explorer, fmt, log_slider
 __all__ = ["GraphExplorer"]
 
 BASELINE_LABELS = {"none": "none", "rloo": "leave-one-out (RLOO)"}
+SHORT_LABELS = {"score": "score", "pathwise": "pathwise", "measure_valued": "measure-valued",
+                "st": "straight-through", "concrete": "Gumbel-softmax"}  # for the title
 RESERVED = ("baseline", "num_samples", "seed")
 
 
@@ -89,9 +91,12 @@ class GraphExplorer(Explorer):
 
     # ---------------------------------------------------------------- figure
     def _title(self, p: Dict[str, Any]) -> str:
-        chosen = ", ".join(f"{node}: {NODE_LABELS[e]}" for node, e in self.estimators(p).items())
-        extra = f", baseline {p['baseline']}" if uses_baseline(self.estimators(p)) else ""
-        return f"{chosen}\nN = {p['num_samples']} runs{extra}"
+        chosen = self.estimators(p)
+        line = ", ".join(f"{node}: {SHORT_LABELS[e]}" for node, e in chosen.items())
+        extra = f", baseline {p['baseline']}" if uses_baseline(chosen) else ""
+        if "concrete" in chosen.values():
+            extra += ", τ = 0.5"
+        return f"{line}\nN = {p['num_samples']} runs{extra}"
 
     def _draw(self, fig, view, p) -> None:
         ax = fig.add_subplot()
