@@ -20,8 +20,8 @@ Gradients of expectations (Chapter 4), control variates (Chapter 5), discrete va
 hook, the registry ``ESTIMATORS``), called the same way for every estimator by
 :func:`gradlab.expectation_grad` and :func:`gradlab.surrogate_loss`.
 Divergences and mutual information (Chapter 7): :mod:`gradlab.dv` (loaded on first use).
-Explorers: :mod:`gradlab.explore` (the computations) and :mod:`gradlab.widgets` (the
-widgets), loaded on first use, so ``import gradlab`` loads neither ipywidgets nor matplotlib.
+Explorers: :mod:`gradlab.explore` and :mod:`gradlab.explore_graph` (the computations) and
+:mod:`gradlab.widgets` (the widgets), loaded on first use, so ``import gradlab`` loads neither ipywidgets nor matplotlib.
 Helpers: :mod:`gradlab.compare`, :mod:`gradlab.params`, :mod:`gradlab.data`,
 :mod:`gradlab.training`. Internal modules (not in ``__all__``): ``checks`` (every argument
 check), ``rng`` (the one rule for random draws), ``batch`` (evaluate a function on a batch
@@ -229,7 +229,7 @@ _DIVERGENCES = ["dv", "DVTrainer", "CorrelatedGaussianSampler", "SeparableCritic
                 "correlated_gaussians", "product_of_marginals"]
 
 # ------------------- the estimators at work: graphs, variational inference, policies (Chapter 8)
-from . import bbvi, envs, policy, scg
+from . import bbvi, envs, policy, scg, scg_nodes
 from .bbvi import elbo, elbo_grad, fit_bbvi, logistic_regression_log_joint
 from .envs import CartPole, ChainMDP
 from .policy import (
@@ -245,14 +245,15 @@ from .policy import (
 from .scg import Graph, dice_objective, exact_graph_expectation, magic_box, scg_surrogate
 
 _APPLICATIONS = [
-    "scg", "Graph", "scg_surrogate", "dice_objective", "magic_box", "exact_graph_expectation",
+    "scg", "scg_nodes", "Graph", "scg_surrogate", "dice_objective", "magic_box", "exact_graph_expectation",
     "bbvi", "elbo", "elbo_grad", "fit_bbvi", "logistic_regression_log_joint",
     "policy", "envs", "ChainMDP", "CartPole", "Episodes", "rollout", "discounted_returns", "gae_advantages",
     "policy_weights", "policy_loss", "LinearPolicy", "train_policy",
 ]
 
 # ----------------------------------------------------------------- explorers (loaded lazily)
-_EXPLORERS = ["explore", "widgets", "GradientExplorer", "VarianceExplorer", "SmoothingExplorer"]
+_EXPLORERS = ["explore", "explore_graph", "widgets", "GradientExplorer", "VarianceExplorer", "SmoothingExplorer",
+              "GraphExplorer"]
 
 # ------------------------------------------------------------------------------ helpers
 from . import compare, data, params, training
@@ -289,6 +290,8 @@ _LAZY = {
     "GradientExplorer": ("gradlab.widgets", "GradientExplorer"),
     "VarianceExplorer": ("gradlab.widgets", "VarianceExplorer"),
     "SmoothingExplorer": ("gradlab.widgets", "SmoothingExplorer"),
+    "explore_graph": ("gradlab.explore_graph", None),
+    "GraphExplorer": ("gradlab.widgets", "GraphExplorer"),
 }
 
 

@@ -328,9 +328,13 @@ class Explorer:
         where = f'<a href="{COLAB}{colab}">open this chapter in Colab</a>' if colab else "use the launch buttons"
         note = ("These views were computed when the book was built. The live explorer (any value, a resample "
                 f"button) runs in Jupyter or Colab: {where} and run this cell with "
-                f"<code>{type(self).__name__}(...)</code> as its last line.")
+                f"<code>{type(self).__name__}(...)</code> as its last line.") + self.static_note()
         return StaticView(frames_html(frames, controls, captions, note=note, alt=type(self).__name__,
                                       inactive=inactive), len(frames))
+
+    def static_note(self) -> str:
+        """HTML added under the precomputed views (e.g. which menu choices do not apply); default none."""
+        return ""
 
     def _matters(self, point: Dict[str, Any], name: str, grid: Dict[str, Sequence[Any]]) -> bool:
         """Whether moving control ``name`` away from ``point`` changes the view (its cache key)."""

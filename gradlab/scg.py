@@ -27,6 +27,11 @@ $\boxdot(\tau) = \exp(\tau - \operatorname{stop}(\tau))$ (value 1, $\nabla\boxdo
 $\mathcal L_\boxdot = \frac1N\sum_n \sum_c \boxdot\big(\sum_{w \prec c} \log p(w_n)\big)\, c_n$, whose
 derivatives of *every* order are unbiased. The surrogate rule's second derivative is not.
 
+Every node takes one estimator of :data:`gradlab.ESTIMATORS` (:data:`SCG_ESTIMATORS`):
+``"score"`` and ``"pathwise"`` as above, ``"measure_valued"`` (unbiased: the model is run again with
+the node at its weak-derivative states) and the biased discrete relaxations ``"st"`` and
+``"concrete"`` (:mod:`gradlab.scg_nodes`).
+
 Dependencies: ``parents=`` of a node or cost name the stochastic nodes it reads
 directly; the default ``None`` means "every node drawn so far" (always safe,
 only less variance reduction). Ancestors are followed transitively.
@@ -40,10 +45,11 @@ from torch import distributions as D
 
 from .checks import check_callable, check_count
 from .distributions import draw
+from .scg_nodes import NODE_ESTIMATORS, RELAXED, draw_relaxed, gauss_hermite, measure_valued_term, unsupported_reason
 
 __all__ = ["Graph", "magic_box", "scg_surrogate", "dice_objective", "exact_graph_expectation", "SCG_ESTIMATORS"]
 
-SCG_ESTIMATORS = ("score", "pathwise")  # names of gradlab.ESTIMATORS a graph node accepts
+SCG_ESTIMATORS = NODE_ESTIMATORS  # names of gradlab.ESTIMATORS a graph node accepts
 BASELINES = (None, "rloo")
 
 
@@ -63,11 +69,16 @@ class Graph:
 
     def __init__(self, num_samples: int, *, estimators: Mapping[str, str] | str = "score",
                  generator: Optional[torch.Generator] = None,
-                 states: Optional[Dict[str, torch.Tensor]] = None) -> None:
+                 states: Optional[Dict[str, torch.Tensor]] = None,
+                 log_weights: Optional[Dict[str, torch.Tensor]] = None,
+                 fixed: Optional[Dict[str, torch.Tensor]] = None) -> None:
         self.num_samples = num_samples
         self._estimators = estimators
         self._generator = generator
         self._states = states  # enumeration mode: node name -> fixed values (num_samples,)
+        self._log_weights = log_weights or {}  # enumeration mode: quadrature nodes -> log-weights
+        self._fixed = fixed  # replay mode: node name -> values kept (the measure-valued re-runs)
+        self.dists: Dict[str, D.Distribution] = {}
         self.values: Dict[str, torch.Tensor] = {}
         self.log_probs: Dict[str, torch.Tensor] = {}
         self.estimator: Dict[str, str] = {}
@@ -109,18 +120,38 @@ class Graph:
             raise ValueError(f"dist of node {name!r} must have batch_shape[0] == num_samples = "
                              f"{self.num_samples}, got batch_shape {tuple(dist.batch_shape)}")
         ancestors = self._closure(parents, name)
+        hard = None
         if self._states is not None:
             if name not in self._states:
                 raise ValueError(f"supports must give the number of outcomes of node {name!r}")
-            value, estimator = _state_values(self._states[name], dist), "score"
+            if name in self._log_weights:  # a Normal node on quadrature points: weights, not densities
+                if not isinstance(dist, D.Normal):
+                    raise ValueError(f"supports: node {name!r} is integrated by Gauss-Hermite, so it must be a "
+                                     f"Normal, got {type(dist).__name__}")
+                value = dist.loc + dist.scale * self._states[name].to(dist.loc.dtype)
+                hard = value.detach()
+            else:
+                value = _state_values(self._states[name], dist)
+            estimator = "score"
+        elif self._fixed is not None and name in self._fixed:
+            value, estimator = self._fixed[name], "fixed"
         else:
             estimator = self._estimator_for(name)
-            if estimator == "pathwise" and not dist.has_rsample:
-                raise ValueError(f"node {name!r}: estimator 'pathwise' needs a distribution with rsample, "
-                                 f"got {type(dist).__name__}")
-            value = draw(dist, generator=self._generator, reparameterized=estimator == "pathwise")
-        log_prob = dist.log_prob(value if estimator == "pathwise" else value.detach())
+            reason = unsupported_reason(estimator, dist)
+            if reason:
+                raise ValueError(f"node {name!r}: {reason}")
+            if estimator in RELAXED:
+                value, hard = draw_relaxed(estimator, dist, self._generator)
+            else:
+                value = draw(dist, generator=self._generator, reparameterized=estimator == "pathwise")
+        if name in self._log_weights:
+            log_prob = self._log_weights[name].to(value.dtype)
+        elif estimator == "fixed":  # a replay reads values only
+            log_prob = torch.zeros(self.num_samples, dtype=dist.mean.dtype, device=value.device)
+        else:
+            log_prob = dist.log_prob(value if estimator == "pathwise" else (value if hard is None else hard).detach())
         self.values[name], self.estimator[name], self.ancestors[name] = value, estimator, ancestors
+        self.dists[name] = dist
         self.log_probs[name] = log_prob.reshape(self.num_samples, -1).sum(1)
         return value
 
@@ -162,6 +193,23 @@ def _run(model: Callable, graph: Graph) -> Graph:
     return graph
 
 
+def _replayer(model: Callable, graph: Graph, estimators, generator) -> Callable:
+    """``replay(node, states)``: the model run again (no gradients) with the nodes drawn before ``node`` kept and
+    ``node`` set to each of ``states``; returns its downstream cost, shape (len(states), num_samples)."""
+    order = list(graph.values)
+
+    def replay(node: str, states: list) -> torch.Tensor:
+        count, before = len(states), order[: order.index(node)]
+        fixed = {w: graph.values[w].detach().repeat(count, *[1] * (graph.values[w].dim() - 1)) for w in before}
+        fixed[node] = torch.cat([s.detach() for s in states])
+        with torch.no_grad():
+            again = _run(model, Graph(count * graph.num_samples, estimators=estimators, generator=generator,
+                                      fixed=fixed))
+            return again.downstream(node).reshape(count, graph.num_samples)
+
+    return replay
+
+
 def _rloo(q: torch.Tensor) -> torch.Tensor:
     n = q.shape[0]
     if n < 2:
@@ -183,13 +231,16 @@ def scg_surrogate(
         model: ``model(graph)``, drawing nodes with ``graph.sample`` and adding costs with ``graph.cost``.
         num_samples: $N \ge 1$ independent runs of the graph, drawn at once.
         estimators: one name for every node, or ``{node: name}`` (missing nodes: ``"score"``);
-            names from :data:`gradlab.ESTIMATORS`: ``"score"`` (any ``log_prob``) or ``"pathwise"`` (``rsample``).
+            names from :data:`gradlab.ESTIMATORS`: ``"score"`` (any ``log_prob``), ``"pathwise"`` (``rsample``),
+            ``"measure_valued"`` (scalar Normal, Bernoulli, Categorical nodes; the model is run again per
+            parameter), ``"st"`` or ``"concrete"`` (Bernoulli / OneHotCategorical nodes; biased).
         baseline: ``None`` or ``"rloo"`` (each run's $\hat Q_w$ minus the other runs' mean; unbiased).
         generator: ``torch.Generator``; the same state gives the same numbers.
 
     Returns:
-        ``(loss, graph)``: ``loss.backward()`` puts an unbiased estimate of $\nabla_\theta \mathbb E[\sum_c c]$
-        into the leaves the model used; ``loss``'s value is the mean total cost.
+        ``(loss, graph)``: ``loss.backward()`` puts an estimate of $\nabla_\theta \mathbb E[\sum_c c]$ into the
+        leaves the model used, unbiased unless a node is ``"st"`` or ``"concrete"``; ``loss``'s value is the mean
+        total cost.
     """
     num_samples = check_count(num_samples, "num_samples")
     if baseline not in BASELINES:
@@ -197,6 +248,10 @@ def scg_surrogate(
     graph = _run(model, Graph(num_samples, estimators=estimators, generator=generator))
     loss = graph.total_cost()
     for node, estimator in graph.estimator.items():
+        if estimator == "measure_valued":
+            term = measure_valued_term(node, graph.dists[node], graph.values[node],
+                                       _replayer(model, graph, estimators, generator), generator)
+            loss = loss + term - term.detach()
         if estimator != "score":
             continue
         q = graph.downstream(node).detach()
@@ -221,6 +276,10 @@ def dice_objective(
     """
     num_samples = check_count(num_samples, "num_samples")
     graph = _run(model, Graph(num_samples, estimators=estimators, generator=generator))
+    unsupported = sorted(w for w, e in graph.estimator.items() if e == "measure_valued")
+    if unsupported:
+        raise ValueError(f"estimators: dice_objective takes score, pathwise and relaxed nodes, got "
+                         f"'measure_valued' for {unsupported}")
     total = 0.0
     for _, value, ancestors in graph.costs:
         score_nodes = [graph.log_probs[w] for w in ancestors if graph.estimator[w] == "score"]
@@ -233,23 +292,36 @@ def exact_graph_expectation(model: Callable[[Graph], None], supports: Mapping[st
     r"""$\mathbb E[\sum_c c] = \sum_{\text{states}} \prod_w p(w\mid\mathrm{pa}(w))\,\sum_c c$ by enumeration.
 
     ``supports`` gives the number of outcomes $K_w$ of every node, in any order (values
-    $0,\dots,K_w-1$: Bernoulli $K=2$, Categorical $K$); every node's distribution must have
+    $0,\dots,K_w-1$: Bernoulli $K=2$, Categorical $K$), or ``("hermite", K)`` for a Normal node, then
+    integrated by $K$-point Gauss-Hermite quadrature (:func:`~gradlab.scg_nodes.gauss_hermite`: exact for
+    costs polynomial in it of degree $< 2K$, otherwise a rule whose error falls quickly with $K$ for smooth
+    costs; the points $\mu + \sigma z_k$ carry the gradient); every node's distribution must have
     batch_shape ``(S,)`` with $S = \prod_w K_w$ = ``graph.num_samples``. The result is
     differentiable in the model's parameters to every order: the ground truth for tests.
     """
     if not isinstance(supports, Mapping) or not supports:
         raise TypeError(f"supports must be a non-empty mapping node -> number of outcomes, got {supports!r}")
-    sizes = {name: check_count(k, f"supports[{name!r}]") for name, k in supports.items()}
+    rules = {name: gauss_hermite(_hermite_count(k, name)) for name, k in supports.items() if isinstance(k, tuple)}
+    sizes = {name: len(rules[name][0]) if name in rules else check_count(k, f"supports[{name!r}]")
+             for name, k in supports.items()}
     count = 1
     for k in sizes.values():
         count *= k
     if count > 2**16:
         raise ValueError(f"supports: {count} joint states exceed 65536")
     grids = torch.meshgrid(*[torch.arange(k) for k in sizes.values()], indexing="ij")
-    states = {name: g.reshape(-1).double() for name, g in zip(sizes, grids)}
-    graph = _run(model, Graph(count, states=states))
+    index = {name: g.reshape(-1) for name, g in zip(sizes, grids)}
+    states = {name: rules[name][0][i] if name in rules else i.double() for name, i in index.items()}
+    log_weights = {name: rules[name][1][index[name]] for name in rules}
+    graph = _run(model, Graph(count, states=states, log_weights=log_weights))
     missing = set(sizes) - set(graph.values)
     if missing:
         raise ValueError(f"supports names nodes the model never drew: {sorted(missing)}")
     log_p = torch.stack(list(graph.log_probs.values())).sum(0)
     return (log_p.exp() * graph.total_cost()).sum()
+
+
+def _hermite_count(rule: tuple, name: str) -> int:
+    if len(rule) != 2 or rule[0] != "hermite":
+        raise ValueError(f"supports[{name!r}] must be a number of outcomes or ('hermite', K), got {rule!r}")
+    return check_count(rule[1], f"supports[{name!r}]")

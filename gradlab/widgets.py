@@ -34,9 +34,10 @@ from .explore import (
     digits_mlp_problem,
 )
 from .frames import KNOB_SYMBOLS, Explorer, fmt, log_slider
+from .widgets_graph import GraphExplorer
 from .widgets_smoothing import SmoothingExplorer
 
-__all__ = ["GradientExplorer", "VarianceExplorer", "SmoothingExplorer"]
+__all__ = ["GradientExplorer", "VarianceExplorer", "SmoothingExplorer", "GraphExplorer"]
 
 # =========================================================================== GradientExplorer
 class GradientExplorer(Explorer):

@@ -18,11 +18,11 @@ import torch.distributions as D
 
 import gradlab
 from gradlab import arm, discrete, distributions, es, explore, labcheck_reference, measure_valued, qmc, relax, rng
-from gradlab import score, weak_derivatives
+from gradlab import explore_graph, scg_nodes, score, weak_derivatives
 from gradlab.data import load_binarized_digits
 from gradlab.envs import CartPole
 
-LAZY = {"widgets", "widgets_smoothing", "frames", "dv_plots"}  # notebook-only modules (ipywidgets, plotting)
+LAZY = {"widgets", "widgets_smoothing", "widgets_graph", "frames", "dv_plots"}  # notebook-only modules (ipywidgets, plotting)
 
 # Takes a generator or seed argument but draws nothing itself (validators, a device rule).
 EXEMPT = {
@@ -33,6 +33,7 @@ EXEMPT = {
     "GradientExplorer": "widget over explore.gradient_view (covered)",
     "VarianceExplorer": "widget over explore.error_stats (covered)",
     "SmoothingExplorer": "widget over explore.es_slope (covered)",
+    "GraphExplorer": "widget over explore_graph.graph_spread (covered)",
 }
 
 
@@ -264,6 +265,13 @@ CASES = {
     "score_param_grads": lambda k: score.score_param_grads(lambda x: (x**2).sum(-1), NORMAL(X3), num_samples=5,
                                                            generator=G(k)).grads,
     "weak_derivative": _weak,
+    "graph_spread": lambda k: explore_graph.graph_spread(
+        explore_graph.two_node_graph_problem(), {"x": "measure_valued", "y": "concrete"}, num_samples=5, repeats=2,
+        seed=k).estimates,
+    "draw_relaxed": lambda k: scg_nodes.draw_relaxed("concrete", D.Bernoulli(logits=X3), G(k))[0],
+    "measure_valued_term": lambda k: scg_nodes.measure_valued_term(
+        "x", D.Normal(X3.clone().requires_grad_(True), 1.0), X3, lambda node, states: torch.stack(states) ** 2,
+        G(k)).detach(),
 }
 
 

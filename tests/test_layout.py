@@ -23,7 +23,7 @@ MAX_LINES = 400
 INTERNAL = {
     "gradlab.batch", "gradlab.checks", "gradlab.rng", "gradlab.broadcast", "gradlab.frames",
     "gradlab.problems", "gradlab.labcheck", "gradlab.es.fastpath", "gradlab.backprop.engine",
-    "gradlab.backprop.losses", "gradlab.widgets_smoothing",
+    "gradlab.backprop.losses", "gradlab.widgets_smoothing", "gradlab.widgets_graph",
 }
 # Exact gradients and shared helpers: they must not import any estimator (directly or not).
 LOWER_LAYERS = {
@@ -36,7 +36,8 @@ ESTIMATOR_MODULES = {
     "gradlab.relax", "gradlab.latent", "gradlab.blackbox", "gradlab.dv",
 }
 # Loaded on first use only: never by `import gradlab`.
-LAZY_MODULES = {"gradlab.explore", "gradlab.widgets", "gradlab.widgets_smoothing", "gradlab.frames", "gradlab.dv"}
+LAZY_MODULES = {"gradlab.explore", "gradlab.explore_graph", "gradlab.widgets", "gradlab.widgets_smoothing",
+                "gradlab.widgets_graph", "gradlab.frames", "gradlab.dv"}
 HEAVY_EXTRAS = ("ipywidgets", "matplotlib", "IPython", "tqdm", "torch.distributed")
 
 

@@ -237,7 +237,7 @@ def test_bad_inputs_raise_named_errors():
     with pytest.raises(ValueError, match="estimators"):
         scg_surrogate(gaussian_model(theta), num_samples=4, estimators="nope")
     with pytest.raises(ValueError, match="estimators"):
-        scg_surrogate(gaussian_model(theta), num_samples=4, estimators="measure_valued")
+        scg_surrogate(gaussian_model(theta), num_samples=4, estimators="rebar")  # not a graph node's
     with pytest.raises(ValueError, match="pathwise"):
         scg_surrogate(discrete_model(torch.tensor(THETA)), num_samples=4, estimators="pathwise")
     with pytest.raises(ValueError, match="baseline"):
