@@ -14,7 +14,8 @@ module, where no answer cell can reach them.
   disabled, as in the hidden tests;
 * :class:`substituted` runs a task that uses an earlier one with a reference in place of the earlier
   answer (missing or broken), so that one mistake costs one task;
-* :func:`check_unbiased`, :func:`check_variance_ratio`, :func:`check_same_law` and
+* :func:`check_unbiased`, :func:`check_variance_ratio`, :func:`check_variance_below`,
+  :func:`check_same_law` and
   :func:`check_frequencies` grade a stochastic answer by what its task states (unbiased, a variance
   within a factor of the reference's, equal in distribution to a law), not by equality with one
   random-number convention (see :mod:`gradlab.labcheck_stats`).
@@ -30,7 +31,7 @@ from typing import Any, Iterator, Union
 
 import torch
 
-from .labcheck_stats import check_frequencies, check_same_law, check_unbiased, check_variance_ratio
+from .labcheck_stats import check_frequencies, check_same_law, check_unbiased, check_variance_below, check_variance_ratio
 
 __all__ = [
     "ReferenceDisabledError",
@@ -39,6 +40,7 @@ __all__ = [
     "check_frequencies",
     "check_same_law",
     "check_unbiased",
+    "check_variance_below",
     "check_variance_ratio",
     "disabled_for",
     "reference_disabled",
