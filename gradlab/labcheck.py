@@ -56,6 +56,8 @@ __all__ = [
 _ESTIMATORS = ("gradlab.expectation_grad", "gradlab.surrogate_loss", "gradlab.per_sample",
                "gradlab.score.per_sample_scores", "gradlab.ScoreFunction", "gradlab.Pathwise",
                "gradlab.MeasureValued")
+# Lab 4's REBAR tasks build on the student's (substituted) reinforce_grad_samples and relax_grad_samples only.
+_REBAR = ("gradlab.RELAX", "gradlab.REBAR", "gradlab.relax.sample_z_b_ztilde") + _ESTIMATORS
 TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab1/requ_forward": ("gradlab.requ", "gradlab.ReQU", "gradlab.nn.ReQU"),
     "lab1/requ_backward": ("gradlab.requ", "gradlab.ReQU", "gradlab.nn.ReQU"),
@@ -82,10 +84,12 @@ TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab4/exact_bernoulli_grad": ("gradlab.exact_expectation_grad",),
     "lab4/st_grad_samples": ("gradlab.StraightThroughEstimator", "gradlab.expectation_grad",
                              "gradlab.surrogate_loss"),
-    "lab4/reinforce": _ESTIMATORS,
+    "lab4/reinforce": _ESTIMATORS + ("gradlab.labcheck_reference.reinforce_grad_samples",),
     "lab4/relax": ("gradlab.RELAX", "gradlab.REBAR", "gradlab.relax.sample_z_b_ztilde",
                    "gradlab.labcheck_reference.relax_grad_samples") + _ESTIMATORS,
     "lab4/adapt_surrogate": ("gradlab.RELAX", "gradlab.REBAR"),
+    "lab4/equal_cost_ratio": _REBAR,
+    "lab4/tune_rebar": _REBAR,
     "lab5/dv_bound": ("gradlab.dv.DV", "gradlab.dv.log_mean_exp"),
     "lab5/train_step": ("gradlab.DVTrainer", "gradlab.labcheck_reference.train_step"),
     "lab5/train_dv": ("gradlab.DVTrainer",),

@@ -12,8 +12,8 @@ import builtins as _b
 
 import torch
 
-__all__ = ["es_grad_model", "es_step", "estimate_mi", "reinforce_loss", "relax_grad_samples", "st_bernoulli",
-           "train_step"]
+__all__ = ["es_grad_model", "es_step", "estimate_mi", "reinforce_grad_samples", "reinforce_loss", "relax_grad_samples",
+           "st_bernoulli", "train_step"]
 
 
 def es_grad_model(model, loss_fn, inputs, targets, *, sigma, num_samples, generator):
@@ -52,6 +52,13 @@ def st_bernoulli(probs, generator):
     r"""Lab 4: $b = \mathbb 1[u < p]$ forward, the identity backward."""
     u = torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device)
     return (u < probs).to(probs.dtype) - probs.detach() + probs
+
+
+def reinforce_grad_samples(f, theta, *, num_samples, generator):
+    r"""Lab 4: per-sample REINFORCE estimates $f(b)\,(b - p)$ for bits with logits theta (no baseline)."""
+    p = torch.sigmoid(theta.detach())
+    b = torch.bernoulli(p.expand(num_samples, *p.shape), generator=generator)
+    return f(b)[:, None] * (b - p)
 
 
 def relax_grad_samples(f, theta, surrogate, *, num_samples, generator):

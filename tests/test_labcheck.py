@@ -278,3 +278,28 @@ def test_check_variance_below_has_its_stated_size_and_power(capsys):
     assert abs(ratio - 1.5) < 0.1 and upper > ratio
     with pytest.raises(AssertionError, match="not below 1"):
         check_variance_below("equal cost", half, reference, cost=3)
+
+
+def test_lab4_rebar_task_states_the_truth(capsys):
+    """Lab 4, Part 6: on the stated three-bit toy, REBAR with eta = 1 loses to REINFORCE at equal cost whatever tau
+    (the ratio's lower confidence bound is above 1), and the reference solution's tuned (1.5, 0.5) wins."""
+    from torch.distributions import Bernoulli
+
+    f64, bern = torch.float64, lambda theta: Bernoulli(logits=theta)  # noqa: E731
+    theta = torch.tensor([-1.0, 0.3, 2.0], dtype=f64)
+    f = lambda b: ((b - 0.45) ** 2).sum(-1)  # noqa: E731
+    n = 40_000
+    reinforce = gradlab.expectation_grad(f, bern, theta, estimator="score", num_samples=3 * n,
+                                         generator=torch.Generator().manual_seed(1))
+
+    def rebar(eta, tau, seed):
+        return gradlab.REBAR(eta=eta, tau=tau).to(dtype=f64).per_sample_grads(
+            f, bern, theta, num_samples=n, generator=torch.Generator().manual_seed(seed))
+
+    for seed, tau in enumerate([0.2, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0, 2.0]):
+        # REINFORCE beats eta = 1 at equal cost: swap the roles (REINFORCE at cost 1/3 of a REBAR sample).
+        check_variance_below(f"eta = 1, tau = {tau} loses", reinforce, rebar(1.0, tau, seed + 10),
+                             cost=1 / 3, factor=1.0)
+    ratio, upper = check_variance_below("tuned wins", rebar(1.5, 0.5, 2), reinforce, cost=3)
+    capsys.readouterr()
+    assert upper < 0.9
