@@ -88,7 +88,7 @@ TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab4/relax": ("gradlab.RELAX", "gradlab.REBAR", "gradlab.relax.sample_z_b_ztilde",
                    "gradlab.labcheck_reference.relax_grad_samples") + _ESTIMATORS,
     "lab4/adapt_surrogate": ("gradlab.RELAX", "gradlab.REBAR"),
-    "lab4/equal_cost_ratio": _REBAR,
+    "lab4/equal_cost_ratio": _REBAR + ("gradlab.labcheck_reference.equal_cost_variance_ratio",),
     "lab4/tune_rebar": _REBAR,
     "lab5/dv_bound": ("gradlab.dv.DV", "gradlab.dv.log_mean_exp"),
     "lab5/train_step": ("gradlab.DVTrainer", "gradlab.labcheck_reference.train_step"),

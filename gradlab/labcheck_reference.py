@@ -12,7 +12,7 @@ import builtins as _b
 
 import torch
 
-__all__ = ["es_grad_model", "es_step", "estimate_mi", "reinforce_grad_samples", "reinforce_loss", "relax_grad_samples",
+__all__ = ["equal_cost_variance_ratio", "es_grad_model", "es_step", "estimate_mi", "reinforce_grad_samples", "reinforce_loss", "relax_grad_samples",
            "st_bernoulli", "train_step"]
 
 
@@ -77,6 +77,16 @@ def relax_grad_samples(f, theta, surrogate, *, num_samples, generator):
     with torch.enable_grad():
         (grad_c,) = torch.autograd.grad((surrogate(z) - c_tilde).sum(), lam, create_graph=True)
     return (f(b) - c_tilde)[:, None] * (b - p.detach()) + grad_c
+
+
+def equal_cost_variance_ratio(f, theta, eta, tau, *, num_evaluations, generator):
+    r"""Lab 4: $\rho = \dfrac{V_{\mathrm{REBAR}}/\lfloor M/3\rfloor}{V_{\mathrm{REINFORCE}}/M}$ for $M$ evaluations of $f$
+    on each (REBAR evaluates $f$ at $b$, $\sigma(z/\tau)$ and $\sigma(\tilde z/\tau)$), $V$ the total per-sample variance."""
+    num_rebar = num_evaluations // 3
+    reinforce = reinforce_grad_samples(f, theta, num_samples=num_evaluations, generator=generator)
+    rebar = relax_grad_samples(f, theta, lambda z: eta * f(torch.sigmoid(z / tau)), num_samples=num_rebar,
+                               generator=generator).detach()
+    return (rebar.var(0).sum() / num_rebar / (reinforce.var(0).sum() / num_evaluations)).item()
 
 
 def train_step(net, optimizer, Z_batch, Z_ref_batch):
