@@ -14,7 +14,8 @@ module, where no answer cell can reach them.
   disabled, as in the hidden tests;
 * :class:`substituted` runs a task that uses an earlier one with a reference in place of the earlier
   answer (missing or broken), so that one mistake costs one task;
-* :func:`check_unbiased`, :func:`check_variance_ratio`, :func:`check_same_law` and
+* :func:`check_unbiased`, :func:`check_variance_ratio`, :func:`check_variance_below`,
+  :func:`check_same_law` and
   :func:`check_frequencies` grade a stochastic answer by what its task states (unbiased, a variance
   within a factor of the reference's, equal in distribution to a law), not by equality with one
   random-number convention (see :mod:`gradlab.labcheck_stats`).
@@ -30,7 +31,7 @@ from typing import Any, Iterator, Union
 
 import torch
 
-from .labcheck_stats import check_frequencies, check_same_law, check_unbiased, check_variance_ratio
+from .labcheck_stats import check_frequencies, check_same_law, check_unbiased, check_variance_below, check_variance_ratio
 
 __all__ = [
     "ReferenceDisabledError",
@@ -39,6 +40,7 @@ __all__ = [
     "check_frequencies",
     "check_same_law",
     "check_unbiased",
+    "check_variance_below",
     "check_variance_ratio",
     "disabled_for",
     "reference_disabled",
@@ -54,6 +56,8 @@ __all__ = [
 _ESTIMATORS = ("gradlab.expectation_grad", "gradlab.surrogate_loss", "gradlab.per_sample",
                "gradlab.score.per_sample_scores", "gradlab.ScoreFunction", "gradlab.Pathwise",
                "gradlab.MeasureValued")
+# Lab 4's REBAR tasks build on the student's (substituted) reinforce_grad_samples and relax_grad_samples only.
+_REBAR = ("gradlab.RELAX", "gradlab.REBAR", "gradlab.relax.sample_z_b_ztilde") + _ESTIMATORS
 TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab1/requ_forward": ("gradlab.requ", "gradlab.ReQU", "gradlab.nn.ReQU"),
     "lab1/requ_backward": ("gradlab.requ", "gradlab.ReQU", "gradlab.nn.ReQU"),
@@ -80,10 +84,12 @@ TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab4/exact_bernoulli_grad": ("gradlab.exact_expectation_grad",),
     "lab4/st_grad_samples": ("gradlab.StraightThroughEstimator", "gradlab.expectation_grad",
                              "gradlab.surrogate_loss"),
-    "lab4/reinforce": _ESTIMATORS,
+    "lab4/reinforce": _ESTIMATORS + ("gradlab.labcheck_reference.reinforce_grad_samples",),
     "lab4/relax": ("gradlab.RELAX", "gradlab.REBAR", "gradlab.relax.sample_z_b_ztilde",
                    "gradlab.labcheck_reference.relax_grad_samples") + _ESTIMATORS,
     "lab4/adapt_surrogate": ("gradlab.RELAX", "gradlab.REBAR"),
+    "lab4/equal_cost_ratio": _REBAR + ("gradlab.labcheck_reference.equal_cost_variance_ratio",),
+    "lab4/tune_rebar": _REBAR,
     "lab5/dv_bound": ("gradlab.dv.DV", "gradlab.dv.log_mean_exp"),
     "lab5/train_step": ("gradlab.DVTrainer", "gradlab.labcheck_reference.train_step"),
     "lab5/train_dv": ("gradlab.DVTrainer",),

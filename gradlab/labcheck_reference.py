@@ -12,8 +12,8 @@ import builtins as _b
 
 import torch
 
-__all__ = ["es_grad_model", "es_step", "estimate_mi", "reinforce_loss", "relax_grad_samples", "st_bernoulli",
-           "train_step"]
+__all__ = ["equal_cost_variance_ratio", "es_grad_model", "es_step", "estimate_mi", "reinforce_grad_samples", "reinforce_loss", "relax_grad_samples",
+           "st_bernoulli", "train_step"]
 
 
 def es_grad_model(model, loss_fn, inputs, targets, *, sigma, num_samples, generator):
@@ -54,6 +54,13 @@ def st_bernoulli(probs, generator):
     return (u < probs).to(probs.dtype) - probs.detach() + probs
 
 
+def reinforce_grad_samples(f, theta, *, num_samples, generator):
+    r"""Lab 4: per-sample REINFORCE estimates $f(b)\,(b - p)$ for bits with logits theta (no baseline)."""
+    p = torch.sigmoid(theta.detach())
+    b = torch.bernoulli(p.expand(num_samples, *p.shape), generator=generator)
+    return f(b)[:, None] * (b - p)
+
+
 def relax_grad_samples(f, theta, surrogate, *, num_samples, generator):
     r"""Lab 4: per-sample RELAX estimates $[f(b) - c(\tilde z)](b - p) + \nabla c(z) - \nabla c(\tilde z)$,
     differentiable in the surrogate's parameters (``create_graph=True``)."""
@@ -70,6 +77,16 @@ def relax_grad_samples(f, theta, surrogate, *, num_samples, generator):
     with torch.enable_grad():
         (grad_c,) = torch.autograd.grad((surrogate(z) - c_tilde).sum(), lam, create_graph=True)
     return (f(b) - c_tilde)[:, None] * (b - p.detach()) + grad_c
+
+
+def equal_cost_variance_ratio(f, theta, eta, tau, *, num_evaluations, generator):
+    r"""Lab 4: $\rho = \dfrac{V_{\mathrm{REBAR}}/\lfloor M/3\rfloor}{V_{\mathrm{REINFORCE}}/M}$ for $M$ evaluations of $f$
+    on each (REBAR evaluates $f$ at $b$, $\sigma(z/\tau)$ and $\sigma(\tilde z/\tau)$), $V$ the total per-sample variance."""
+    num_rebar = num_evaluations // 3
+    reinforce = reinforce_grad_samples(f, theta, num_samples=num_evaluations, generator=generator)
+    rebar = relax_grad_samples(f, theta, lambda z: eta * f(torch.sigmoid(z / tau)), num_samples=num_rebar,
+                               generator=generator).detach()
+    return (rebar.var(0).sum() / num_rebar / (reinforce.var(0).sum() / num_evaluations)).item()
 
 
 def train_step(net, optimizer, Z_batch, Z_ref_batch):

@@ -9,6 +9,8 @@ $\mathbb 1[u > 1-p]$, passes.
   with ``detect=`` it also asserts the power of the check: a bias of that size would fail with probability
   at least 0.9 (else the sample is too noisy to grade).
 * :func:`check_variance_ratio`: the total variance is within a stated factor of the reference's.
+* :func:`check_variance_below`: the variance of an average at an equal cost (per-sample variance times
+  the cost of a sample) is below a stated factor of the reference's, with a one-sided confidence bound.
 * :func:`check_same_law`: equal in distribution, per coordinate, to reference draws or to a stated CDF
   (Kolmogorov-Smirnov, Bonferroni over coordinates).
 * :func:`check_frequencies`: categorical (or Bernoulli) draws have the stated probabilities (chi-square).
@@ -25,7 +27,7 @@ from typing import Callable, Union
 
 import torch
 
-__all__ = ["check_unbiased", "check_variance_ratio", "check_same_law", "check_frequencies"]
+__all__ = ["check_unbiased", "check_variance_ratio", "check_variance_below", "check_same_law", "check_frequencies"]
 
 POWER_Z = 1.2815515655446004  # the 0.9 quantile of the standard normal
 
@@ -82,6 +84,41 @@ def check_variance_ratio(what: str, samples: torch.Tensor, reference: torch.Tens
              f"(ratio {ratio:.3f}, want {'at most' if upper_only else 'between ' + f'{low:.3f} and'} {factor:g})")
     assert low <= ratio <= factor, f"{what}: variance ratio {ratio:.3f} outside [{low:.3f}, {factor:g}]"
     return ratio
+
+
+def _total_variance(flat: torch.Tensor) -> tuple[float, float]:
+    """The total variance (trace of the covariance) of per-sample rows, and the standard error of that
+    estimate: it is the mean of $q_i = \\|x_i - \\bar x\\|^2$ (times $n/(n-1)$), so $s_q/\\sqrt n$."""
+    n = flat.shape[0]
+    q = (flat - flat.mean(0)).pow(2).sum(1) * (n / (n - 1))
+    return q.mean().item(), (q.std() / math.sqrt(n)).item()
+
+
+def check_variance_below(what: str, samples: torch.Tensor, reference: torch.Tensor, *, cost: float = 1.0,
+                         reference_cost: float = 1.0, factor: float = 1.0, alpha: float = 1e-3) -> tuple[float, float]:
+    r"""Assert that averaging ``samples`` beats averaging ``reference`` at an equal budget, with confidence.
+
+    With a budget of $M$ cost units an average of $M/c$ samples has variance $c\,V/M$ ($V$ the total
+    per-sample variance, $c$ the cost of one sample), so the ratio at equal cost is
+    $R = c\,V / (c_{\mathrm{ref}} V_{\mathrm{ref}})$. Its one-sided upper confidence bound at level
+    ``alpha`` (delta method on $\log R$, the two samples independent) must be below ``factor``: a true
+    ratio of ``factor`` or more passes with probability at most ``alpha``. Returns ``(ratio, upper bound)``.
+    """
+    flat, ref = _as_samples(what, samples, "per-sample estimates"), _as_samples(what, reference)
+    assert flat.shape[1] == ref.shape[1], f"{what}: expected {ref.shape[1]} coordinates per estimate, got {flat.shape[1]}"
+    (v, se), (v_ref, se_ref) = _total_variance(flat), _total_variance(ref)
+    assert v_ref > 0, f"{what}: the reference has no variance"
+    if v <= 0:
+        ratio = upper = 0.0
+    else:
+        ratio = cost * v / (reference_cost * v_ref)
+        upper = ratio * math.exp(_normal_quantile(1 - alpha) * math.sqrt((se / v) ** 2 + (se_ref / v_ref) ** 2))
+    _b.print(f"{what}\n  per-sample variance: reference {v_ref:.4g} at cost {reference_cost:g}, yours {v:.4g} at cost "
+             f"{cost:g}\n  variance ratio at equal cost {ratio:.3f}, upper confidence bound {upper:.3f} "
+             f"(level {alpha:g}; want below {factor:g})")
+    assert upper < factor, (f"{what}: at equal cost the variance ratio is {ratio:.3f} (upper bound {upper:.3f}), "
+                            f"not below {factor:g}")
+    return ratio, upper
 
 
 def _kolmogorov_sf(lam: float) -> float:

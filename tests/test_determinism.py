@@ -252,6 +252,11 @@ CASES = {
         lambda b: (b - 0.3).pow(2).sum(-1), torch.tensor([0.2, -0.1]), lambda z: z.sum(-1), num_samples=4,
         generator=G(k)),
     "st_bernoulli": lambda k: labcheck_reference.st_bernoulli(torch.full((8,), 0.4), G(k)),
+    "reinforce_grad_samples": lambda k: labcheck_reference.reinforce_grad_samples(
+        lambda b: (b - 0.3).pow(2).sum(-1), torch.tensor([0.2, -0.1]), num_samples=4, generator=G(k)),
+    "equal_cost_variance_ratio": lambda k: torch.tensor([labcheck_reference.equal_cost_variance_ratio(
+        lambda b: (b - 0.3).pow(2).sum(-1), torch.tensor([0.2, -0.1]), 1.5, 0.5, num_evaluations=13,
+        generator=G(k))]),
     "weibull": lambda k: measure_valued.weibull((5,), X3, G(k)),
     "double_sided_maxwell": lambda k: measure_valued.double_sided_maxwell((5,), X3, G(k)),
     "sobol_normal": lambda k: qmc.sobol_normal(4, torch.Size([3]), like=X3, generator=G(k)),

@@ -165,7 +165,7 @@ def test_substituted_binds_names_for_the_block_and_restores_or_removes_them():
 
 # ------------------------------------------------------------------ statistical grading: size and power
 
-from gradlab.labcheck import check_frequencies, check_same_law, check_unbiased, check_variance_ratio  # noqa: E402
+from gradlab.labcheck import check_frequencies, check_same_law, check_unbiased, check_variance_below, check_variance_ratio  # noqa: E402
 
 
 def fails(check, *args, **kwargs) -> bool:
@@ -252,3 +252,54 @@ def test_check_variance_ratio_within_a_factor():
     with pytest.raises(AssertionError, match="outside"):
         check_variance_ratio("half", 0.5 * a, b, factor=1.5)
     assert check_variance_ratio("smaller is fine", 0.5 * a, b, factor=1.5, upper_only=True) < 0.3
+
+
+def test_check_variance_below_has_its_stated_size_and_power(capsys):
+    """At equal cost: an estimator three times as costly with exactly a third of the variance ties (true ratio 1)
+    and passes at most at about the stated rate; one with 0.9 of that variance passes at least 90% of the time;
+    half the variance at three times the cost is a ratio of 1.5, which fails (it would pass at equal samples)."""
+    seeds, n, alpha = 300, 4000, 0.05
+    scale = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    tied = better = 0
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        reference = scale * torch.randn(3 * n, 3, generator=g, dtype=torch.float64)
+        costly = scale * torch.randn(n, 3, generator=g, dtype=torch.float64) / 3**0.5
+        tied += not fails(check_variance_below, "tied", costly, reference, cost=3, alpha=alpha)
+        better += not fails(check_variance_below, "better", 0.9**0.5 * costly, reference, cost=3, alpha=alpha)
+    capsys.readouterr()
+    assert tied <= 15 + 3 * 3.8, f"size: {tied} of {seeds} tied estimators passed at alpha = {alpha}"
+    assert better >= 0.9 * seeds, f"power: only {better} of {seeds} better estimators passed"
+    g = torch.Generator().manual_seed(7)
+    reference = torch.randn(3 * n, 3, generator=g, dtype=torch.float64)
+    half = 0.5**0.5 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    ratio, upper = check_variance_below("half the variance at three times the cost", half, reference, cost=3,
+                                        factor=2.0)
+    assert abs(ratio - 1.5) < 0.1 and upper > ratio
+    with pytest.raises(AssertionError, match="not below 1"):
+        check_variance_below("equal cost", half, reference, cost=3)
+
+
+def test_lab4_rebar_task_states_the_truth(capsys):
+    """Lab 4, Part 6: on the stated three-bit toy, REBAR with eta = 1 loses to REINFORCE at equal cost whatever tau
+    (the ratio's lower confidence bound is above 1), and the reference solution's tuned (1.5, 0.5) wins."""
+    from torch.distributions import Bernoulli
+
+    f64, bern = torch.float64, lambda theta: Bernoulli(logits=theta)  # noqa: E731
+    theta = torch.tensor([-1.0, 0.3, 2.0], dtype=f64)
+    f = lambda b: ((b - 0.45) ** 2).sum(-1)  # noqa: E731
+    n = 40_000
+    reinforce = gradlab.expectation_grad(f, bern, theta, estimator="score", num_samples=3 * n,
+                                         generator=torch.Generator().manual_seed(1))
+
+    def rebar(eta, tau, seed):
+        return gradlab.REBAR(eta=eta, tau=tau).to(dtype=f64).per_sample_grads(
+            f, bern, theta, num_samples=n, generator=torch.Generator().manual_seed(seed))
+
+    for seed, tau in enumerate([0.2, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0, 2.0]):
+        # REINFORCE beats eta = 1 at equal cost: swap the roles (REINFORCE at cost 1/3 of a REBAR sample).
+        check_variance_below(f"eta = 1, tau = {tau} loses", reinforce, rebar(1.0, tau, seed + 10),
+                             cost=1 / 3, factor=1.0)
+    ratio, upper = check_variance_below("tuned wins", rebar(1.5, 0.5, 2), reinforce, cost=3)
+    capsys.readouterr()
+    assert upper < 0.9

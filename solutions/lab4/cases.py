@@ -33,13 +33,15 @@ def relax_grad_samples(f, theta, surrogate, *, num_samples, generator):
     return (f(b) - c_tilde)[:, None] * (b - p.detach()) + grad_c
 ''',
         },
-        "score": 11,
+        "score": 14,
         "failed": ["test-exact_bernoulli_grad", "test-st_bernoulli"],
     },
     # Correct, written differently: a Gumbel-softmax normalised by hand (max subtracted, exp, sum), with the noise
     # -log(-log(1 - u)), that warns; straight-through (b = 1 where u > 1 - p) as a torch.autograd.Function of its own; the straight-through estimate as
     # df/db times p(1 - p) by hand; REINFORCE's score taken by autograd through Bernoulli.log_prob; the
-    # variance adaptation with a tqdm bar on stderr, another surrogate wrapper and loss arrangement.
+    # variance adaptation with a tqdm bar on stderr, another surrogate wrapper and loss arrangement; the ratio at
+    # equal cost from the budget spelled out and centred sums of squares; REBAR tuned by Adam on (eta, log tau)
+    # instead of a grid (it ends near eta = 1.6, tau = 0.6: a ratio of about 0.82 on the stated problem).
     # Delegation: exact_bernoulli_grad and relax_grad_samples call gradlab (visible tests pass, hidden fail).
     "different": {
         "kinds": ["alternative", "noisy", "delegation"],
@@ -121,8 +123,64 @@ def adapt_surrogate(f, theta, net, *, num_steps, num_samples, lr, generator):
         losses.append(float(loss))
     return losses
 ''',
+            "equal_cost_ratio": '''
+def equal_cost_variance_ratio(f, theta, eta, tau, *, num_evaluations, generator):
+    def total_variance(g):
+        return float(((g - g.mean(0)) ** 2).sum() / (g.shape[0] - 1))
+
+    per_rebar_sample, per_reinforce_sample = 3, 1  # f at b, sigma(z / tau), sigma(z~ / tau); f at b
+    n_rebar = num_evaluations // per_rebar_sample
+    n_reinforce = num_evaluations // per_reinforce_sample
+    rebar = relax_grad_samples(f, theta, lambda z: eta * f(torch.sigmoid(z / tau)), num_samples=n_rebar,
+                               generator=generator)
+    reinforce = reinforce_grad_samples(f, theta, num_samples=n_reinforce, generator=generator)
+    return (total_variance(rebar.detach()) / n_rebar) / (total_variance(reinforce) / n_reinforce)
+''',
+            "tune_rebar": '''
+def tune_rebar(f, theta, *, generator):
+    eta = torch.tensor(1.0, dtype=theta.dtype, device=theta.device, requires_grad=True)
+    log_tau = torch.zeros((), dtype=theta.dtype, device=theta.device, requires_grad=True)
+    optimizer = torch.optim.Adam([eta, log_tau], lr=0.08)
+    for _ in range(100):
+        g = relax_grad_samples(f, theta, lambda z: eta * f(torch.sigmoid(z / log_tau.exp())), num_samples=64,
+                               generator=generator)
+        loss = g.pow(2).sum(-1).mean()  # E|g|^2 = Var + |grad|^2, the gradient fixed: the variance
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return eta.item(), log_tau.exp().item()
+''',
         },
-        "score": 10,
+        "score": 13,
         "failed": ["test-exact_bernoulli_grad", "test-relax"],
+    },
+    # Part 6 done the tempting wrong ways: REBAR compared with REINFORCE at an equal number of samples (REBAR then
+    # looks three times better than it is), and tuned over tau alone with eta left at 1, which loses to REINFORCE at
+    # equal cost on the stated problem whatever tau (its best, tau near 0.35, is about 1.03). Everything else is the
+    # solution: 17 - 1 - 2.
+    "untuned": {
+        "kinds": ["partial"],
+        "answers": {
+            "equal_cost_ratio": '''
+def equal_cost_variance_ratio(f, theta, eta, tau, *, num_evaluations, generator):
+    reinforce = reinforce_grad_samples(f, theta, num_samples=num_evaluations, generator=generator)
+    rebar = relax_grad_samples(f, theta, lambda z: eta * f(torch.sigmoid(z / tau)), num_samples=num_evaluations,
+                               generator=generator).detach()
+    return (rebar.var(0).sum() / reinforce.var(0).sum()).item()
+''',
+            "tune_rebar": '''
+def tune_rebar(f, theta, *, generator):
+    eta = 1.0  # the relaxed objective itself, unscaled
+    taus = [0.05 * k for k in range(2, 41)]
+    variances = []
+    for tau in taus:
+        g = relax_grad_samples(f, theta, lambda z: eta * f(torch.sigmoid(z / tau)), num_samples=4000,
+                               generator=generator)
+        variances.append(g.detach().var(0).sum().item())
+    return eta, taus[variances.index(min(variances))]
+''',
+        },
+        "score": 14,
+        "failed": ["test-equal_cost_ratio", "test-tune_rebar"],
     },
 }
