@@ -162,3 +162,55 @@ def test_gamma_concentration_is_not_supported():
     with pytest.raises(_gl.UnsupportedDistribution, match="concentration"):
         _gl.expectation_grad(lambda x: x.sum(1), make_dist, torch.zeros(2, dtype=torch.float64),
                              estimator="measure_valued", num_samples=3)
+
+
+def test_categorical_per_sample_estimate_when_theta_moves_one_coordinate_only():
+    """Three Categorical coordinates of 2 classes (dim != classes); theta moves the logits of coordinate 1
+    only, so the other two are skipped (its parameter block, entries 2 and 3, is coordinate 1's). Per sample the estimate is J^T (f(x with x_1 = k))_k, J the Jacobian
+    of coordinate 1's probabilities, and it matches the exact gradient in mean."""
+    from gradlab.distributions import draw
+
+    base = torch.tensor([[0.2, -0.4], [0.0, 0.0], [1.0, -0.5]], dtype=F64)
+    mix = torch.tensor([[1.0, 0.5], [-0.7, 0.2]], dtype=F64)
+
+    def make(t):
+        rows = torch.cat([base[:1], (mix @ t).unsqueeze(0), base[2:]])
+        return D.Independent(D.Categorical(logits=rows), 1)
+
+    def f(x):
+        x = x.to(F64)
+        return (x[:, 0] - 1.5 * x[:, 1]) ** 2 + x[:, 1] * x[:, 2]
+
+    th = torch.tensor([0.4, -0.3], dtype=F64)
+    n = 6
+    x = draw(make(th), (n,), generator=gen(71))
+    table = torch.stack([f(torch.stack([x[:, 0], torch.full_like(x[:, 1], k), x[:, 2]], 1)) for k in range(2)], 1)
+    jac = torch.autograd.functional.jacobian(lambda t: torch.softmax(mix @ t, -1), th)  # (2, 2)
+    got = expectation_grad(f, make, th, estimator="measure_valued", num_samples=n, generator=gen(71))
+    torch.testing.assert_close(got, table @ jac, rtol=1e-10, atol=1e-12)
+    exact = exact_expectation_grad(f, make, th)
+    gc.assert_mean(expectation_grad(f, make, th, estimator="measure_valued", num_samples=20_000,
+                                    generator=gen(72)), exact)
+
+
+@pytest.mark.parametrize("make", [
+    lambda t: D.Independent(D.Normal(t[:2], t[2:].exp()), 1),
+    lambda t: D.Independent(D.Gamma(torch.tensor([2.0, 3.0], dtype=F64), t[:2].exp()), 1),
+    lambda t: D.Independent(D.Exponential(t[2:].exp()), 1),
+], ids=["normal", "gamma", "exponential"])
+def test_same_generator_gives_the_same_estimates_and_the_global_rng_is_untouched(make):
+    th = torch.tensor([0.3, -0.2, -0.5, 0.1], dtype=F64)
+
+    def f(x):
+        return (x[:, 0] - 0.5) ** 2 + x[:, 0] * x[:, 1]
+
+    state = torch.random.get_rng_state()
+    a = expectation_grad(f, make, th, estimator="measure_valued", num_samples=5, generator=gen(81))
+    torch.manual_seed(1234)  # a different global state must not change the estimates
+    b = expectation_grad(f, make, th, estimator="measure_valued", num_samples=5, generator=gen(81))
+    torch.random.set_rng_state(state)
+    c = expectation_grad(f, make, th, estimator="measure_valued", num_samples=5, generator=gen(81))
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not torch.equal(a, expectation_grad(f, make, th, estimator="measure_valued", num_samples=5,
+                                               generator=gen(82)))

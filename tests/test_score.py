@@ -369,3 +369,30 @@ def test_surrogate_with_per_item_costs_uses_each_items_own_log_prob():
     mean = expectation_grad(f, make, th.detach(), estimator="score", num_samples=5, baseline="rloo",
                             generator=gen(9)).mean(0)
     torch.testing.assert_close(grad, mean)
+
+
+def test_unreadable_distribution_with_per_item_costs_matches_the_formula():
+    r"""A LogNormal batched over 2 items (parameters gradlab cannot read: forward-mode fallback), both
+    items' parameters mixing all 3 coordinates of theta, f -> (N, 2): per sample
+    $g_n = \sum_i (f_{ni} - b_{ni}) \nabla_\theta \log p(x_{ni})$, with b = 0 and the per-item leave-one-out mean."""
+    from torch.autograd.functional import jacobian
+
+    from gradlab.distributions import draw
+
+    mix = torch.tensor([[0.5, -1.0, 0.3], [1.2, 0.4, -0.6]], dtype=F64)
+    th = torch.tensor([0.2, -0.1, 0.4], dtype=F64)
+
+    def make(t):
+        return D.LogNormal(mix @ t, torch.nn.functional.softplus(mix.flip(0) @ t) + 0.2)
+
+    def f(x):
+        return torch.stack([(x[:, 0] - 1.0) ** 2, x[:, 1].sqrt() + 2.0 * x[:, 0]], 1)
+
+    n = 7
+    x = draw(make(th), (n,), generator=gen(61))
+    costs = f(x)
+    scores = jacobian(lambda t: make(t).log_prob(x), th)  # (N, 2, 3)
+    for baseline, b in [(None, torch.zeros_like(costs)), ("rloo", (costs.sum(0) - costs) / (n - 1))]:
+        expected = ((costs - b).unsqueeze(-1) * scores).sum(1)
+        got = expectation_grad(f, make, th, estimator="score", num_samples=n, baseline=baseline, generator=gen(61))
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
