@@ -214,3 +214,24 @@ def test_same_generator_gives_the_same_estimates_and_the_global_rng_is_untouched
     assert torch.equal(torch.random.get_rng_state(), state)
     assert not torch.equal(a, expectation_grad(f, make, th, estimator="measure_valued", num_samples=5,
                                                generator=gen(82)))
+
+
+def test_per_item_costs_give_the_estimates_of_their_sum():
+    """Two items of 3 Normal factors (loc and scale mixing 4 thetas), f -> (N, 2): the objective is the sum
+    over items, so the per-sample estimates equal those of the summed cost on the same draws."""
+    mix = torch.randn(6, 4, generator=gen(91), dtype=F64) / 2
+
+    def make(t):
+        return D.Independent(D.Normal((mix @ t).reshape(2, 3), (0.5 + (mix.flip(0) @ t).exp()).reshape(2, 3)), 1)
+
+    w = torch.tensor([[1.0, -0.5, 2.0], [0.3, 1.5, -1.0]], dtype=F64)
+
+    def f(x):  # (N, 2, 3) -> (N, 2)
+        return ((x * w).sum(-1) - 0.2) ** 2 + torch.tensor([1.0, 4.0], dtype=F64)
+
+    th = torch.tensor([0.3, -0.4, 0.2, 0.1], dtype=F64)
+    per_item = expectation_grad(f, make, th, estimator="measure_valued", num_samples=5, generator=gen(92))
+    joint = expectation_grad(lambda x: f(x).sum(1), make, th, estimator="measure_valued", num_samples=5,
+                             generator=gen(92))
+    torch.testing.assert_close(per_item, joint, rtol=1e-12, atol=1e-12)
+    assert joint.abs().min() > 1e-6
