@@ -166,7 +166,7 @@ def test_gamma_concentration_is_not_supported():
 
 def test_categorical_per_sample_estimate_when_theta_moves_one_coordinate_only():
     """Three Categorical coordinates of 2 classes (dim != classes); theta moves the logits of coordinate 1
-    only, so the other two are skipped (its parameter block, entries 2 and 3, is coordinate 1's). Per sample the estimate is J^T (f(x with x_1 = k))_k, J the Jacobian
+    only (the one logits tensor still requires grad as a whole, so every coordinate is evaluated). Per sample the estimate is J^T (f(x with x_1 = k))_k, J the Jacobian
     of coordinate 1's probabilities, and it matches the exact gradient in mean."""
     from gradlab.distributions import draw
 
@@ -191,6 +191,24 @@ def test_categorical_per_sample_estimate_when_theta_moves_one_coordinate_only():
     exact = exact_expectation_grad(f, make, th)
     gc.assert_mean(expectation_grad(f, make, th, estimator="measure_valued", num_samples=20_000,
                                     generator=gen(72)), exact)
+    # the hook's ``needed`` mask: only coordinate 1's block (flat entries 2, 3) is evaluated, the rest stays 0
+    from gradlab.measure_valued import MeasureValued
+
+    dist = make(th)
+    lam = {"base.probs": dist.base_dist.probs}
+    needed = torch.tensor([False, False, True, True, False, False])
+    calls = []
+
+    def counted(v):
+        calls.append(v.shape[0])
+        return f(v)
+
+    est = MeasureValued().param_grads(counted, dist, lam, num_samples=n, baseline=None, generator=gen(71),
+                                      needed=needed)
+    expected = torch.zeros(n, 6, dtype=F64)
+    expected[:, 2:4] = table
+    torch.testing.assert_close(est.grads, expected, rtol=1e-12, atol=1e-12)
+    assert calls == [n, n * 2]  # the costs, then the 2 classes of the one needed coordinate
 
 
 @pytest.mark.parametrize("make", [
