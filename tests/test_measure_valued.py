@@ -166,8 +166,9 @@ def test_gamma_concentration_is_not_supported():
 
 def test_categorical_per_sample_estimate_when_theta_moves_one_coordinate_only():
     """Three Categorical coordinates of 2 classes (dim != classes); theta moves the logits of coordinate 1
-    only (the one logits tensor still requires grad as a whole, so every coordinate is evaluated). Per sample the estimate is J^T (f(x with x_1 = k))_k, J the Jacobian
-    of coordinate 1's probabilities, and it matches the exact gradient in mean."""
+    only (the one logits tensor still requires grad as a whole, so every coordinate is evaluated). Per sample
+    the estimate is J^T (f(x with x_1 = k))_k, J the Jacobian of coordinate 1's probabilities, and it matches
+    the exact gradient in mean. The hook's ``needed`` mask does skip coordinates."""
     from gradlab.distributions import draw
 
     base = torch.tensor([[0.2, -0.4], [0.0, 0.0], [1.0, -0.5]], dtype=F64)

@@ -99,7 +99,7 @@ def test_variance_loss_value_and_its_temperature_gradient():
         other = REBAR(eta=0.9, tau=0.5).double()
         with torch.no_grad():
             other.log_tau.fill_(log_tau)  # set in float64 (the constructor rounds tau to float32)
-        return float(other.grads_and_variance(f_bits, bernoulli, THETA, num_samples=5, generator=gen(12))[1])
+        return float(other.grads_and_variance(f_bits, bernoulli, THETA, num_samples=5, generator=gen(12))[1].detach())
 
     h = 1e-5
     log_tau = float(est.log_tau.detach())
