@@ -202,3 +202,18 @@ def test_the_evaluation_noise_follows_the_seed():
                      eval_every=1)["elbo"][0] for s in (3, 3, 5)]
     print("step-0 ELBO for seeds 3, 3, 5:", runs)
     assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_elbo_per_sample_values_are_log_joint_plus_the_gaussian_entropy():
+    """elbo() per sample: log p(x, z_n) + H[q], z_n = mu + sigma eps_n with eps drawn from the generator,
+    H[q] = sum_i log sigma_i + (D/2) log(2 pi e) (torch's Normal entropy as the reference), D = 3."""
+    from torch.distributions import Independent, Normal
+
+    mu = torch.tensor([0.3, -1.0, 0.5], dtype=F64)
+    log_sigma = torch.tensor([-0.4, 0.2, -1.1], dtype=F64)
+    log_joint = lambda z: -0.5 * ((z - 0.2) ** 2).sum(1) + z[:, 0] * z[:, 1]  # noqa: E731
+    got = elbo(log_joint, mu, log_sigma, num_samples=5, generator=gen(21))
+    eps = torch.randn((5, 3), generator=gen(21), dtype=F64)
+    z = mu + log_sigma.exp() * eps
+    entropy = Independent(Normal(mu, log_sigma.exp()), 1).entropy()
+    torch.testing.assert_close(got, log_joint(z) + entropy, rtol=1e-12, atol=1e-12)

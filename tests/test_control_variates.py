@@ -437,3 +437,23 @@ def test_delta_method_on_independent_normal_with_dense_jacobian(per_item):
     leaf = theta.clone().requires_grad_(True)
     surrogate_loss(f, items_normal(leaf), num_samples=6, baseline="delta", generator=gen(46)).backward()
     torch.testing.assert_close(leaf.grad, grads.mean(0))
+
+
+def test_delta_method_surrogate_correction_has_the_correction_as_its_gradient():
+    """surrogate_correction(batch) is a scalar whose gradient w.r.t. theta is J^T (grad f(mu), 0), the
+    chain rule of correction(batch) (12 Normal factors mixing 7 coordinates of theta, non-linear f)."""
+    theta = torch.randn(7, generator=gen(47), dtype=F64)
+    leaf = theta.clone().requires_grad_(True)
+    dist = items_normal(leaf)
+    x = draw(items_normal(theta), (5,), generator=gen(48))
+    params = {"base.loc": dist.base_dist.loc.detach(), "base.scale": dist.base_dist.scale.detach()}
+    batch = ScoreBatch(smooth_cost(x), None, x, dist, smooth_cost, params)
+    delta = DeltaMethod()
+    b, scalar = delta.surrogate_terms(batch)
+    torch.testing.assert_close(b, delta(batch))
+    (got,) = torch.autograd.grad(scalar, leaf)
+    jac = jacobian(lambda t: torch.cat([items_normal(t).base_dist.loc.reshape(-1),
+                                        items_normal(t).base_dist.scale.reshape(-1)]), theta)
+    want = delta.correction(batch) @ jac
+    assert want.abs().min() > 1e-3
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

@@ -127,3 +127,46 @@ def test_the_protocol_conformance_checks():
     check_conformance(ImportanceSampledScore(scaled_proposal(1.3)), PROBLEM["gaussian"])
     for name in ["bernoulli", "categorical", "onehot"]:
         check_conformance(ImportanceSampledScore(lambda dist: dist), PROBLEM[name])
+
+
+def test_reported_costs_and_surrogate_value_are_weighted_costs():
+    """The costs are w_n f(x_n), x_n ~ q, w = p/q (per sample, same draws), so the surrogate's value is
+    their mean and estimates E_p[f] (closed form) within its standard error."""
+    from gradlab.distributions import draw
+
+    make = lambda t: D.Independent(D.Normal(t[:2], t[2:].exp()), 1)  # noqa: E731
+    theta = torch.tensor([0.2, -0.5, -0.3, 0.1], dtype=F64)
+    q = D.Independent(D.Normal(torch.tensor([0.1, 0.0], dtype=F64), torch.tensor([1.3, 1.6], dtype=F64)), 1)
+    f = lambda x: (x**2).sum(1) + x[:, 0]  # noqa: E731
+    est = ImportanceSampledScore(q)
+    x = draw(q, (9,), generator=gen(7))
+    weights = (make(theta).log_prob(x) - q.log_prob(x)).exp()
+    estimate = est.theta_estimate(f, make, theta, num_samples=9, generator=gen(7))
+    torch.testing.assert_close(estimate.costs, weights * f(x), rtol=1e-12, atol=1e-12)
+    value = surrogate_loss(f, make(theta), estimator=est, num_samples=9, generator=gen(7))
+    torch.testing.assert_close(value, (weights * f(x)).mean(), rtol=1e-12, atol=1e-12)
+    many = est.theta_estimate(f, make, theta, num_samples=100_000, generator=gen(8)).costs
+    truth = float((theta[:2] ** 2 + theta[2:].exp() ** 2).sum() + theta[0])
+    se = float(many.std() / math.sqrt(len(many)))
+    assert abs(float(many.mean()) - truth) < 4 * se
+    assert abs(float(f(draw(q, (100_000,), generator=gen(8))).mean()) - truth) > 4 * se  # unweighted: rejected
+
+
+def test_self_normalised_per_sample_estimates_are_the_formula():
+    """g_n = (w_n / mean_m w_m) f(x_n) s_n per sample (x_n ~ q, N = 7, two coordinates of loc and scale);
+    the plain weights give w_n f(x_n) s_n on the same draws."""
+    from torch.autograd.functional import jacobian
+
+    from gradlab.distributions import draw
+
+    make = lambda t: D.Independent(D.Normal(t[:2], t[2:].exp()), 1)  # noqa: E731
+    theta = torch.tensor([0.2, -0.5, -0.3, 0.1], dtype=F64)
+    f = lambda x: (x**2).sum(1) + x[:, 0]  # noqa: E731
+    q = scaled_proposal(1.4)(make(theta))
+    x = draw(q, (7,), generator=gen(9))
+    weights = (make(theta).log_prob(x) - q.log_prob(x)).exp()
+    scores = jacobian(lambda t: make(t).log_prob(x), theta)  # (7, 4)
+    for normalised, w in [(False, weights), (True, weights / weights.mean())]:
+        est = ImportanceSampledScore(scaled_proposal(1.4), self_normalised=normalised)
+        got = expectation_grad(f, make, theta, estimator=est, num_samples=7, generator=gen(9))
+        torch.testing.assert_close(got, (w * f(x)).unsqueeze(1) * scores, rtol=1e-10, atol=1e-12)

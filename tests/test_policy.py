@@ -232,3 +232,29 @@ def test_train_policy_follows_its_seed():
     first = run(3)
     assert torch.equal(first, run(3))
     assert not torch.equal(first, run(4))
+
+
+@pytest.mark.parametrize("env", [ChainMDP(num_states=5, horizon=7, slip=0.3, seed=2), CartPole(horizon=30)],
+                         ids=["chain", "cartpole"])
+def test_rollout_draws_only_from_its_generator(env):
+    """The same generator state gives the same episodes (reset, actions and the chain's slips), another
+    state other episodes, and the global random state is neither read nor changed."""
+    policy = LinearPolicy(1 if isinstance(env, ChainMDP) else 4, 2, seed=3).double()
+
+    def logits(states):
+        return policy(states.to(torch.float64).reshape(states.shape[0], -1))
+
+    state = torch.random.get_rng_state()
+    a = rollout(env, logits, 40, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(99)
+    b = rollout(env, logits, 40, generator=torch.Generator().manual_seed(5))
+    torch.random.set_rng_state(state)
+    for x, y in zip((a.states, a.actions, a.rewards, a.mask), (b.states, b.actions, b.rewards, b.mask)):
+        assert torch.equal(x, y)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    c = rollout(env, logits, 40, generator=torch.Generator().manual_seed(6))
+    assert not torch.equal(a.states, c.states)
+    if isinstance(env, ChainMDP):  # the slips: the same actions from another transition draw differ
+        nxt = [env.step(a.states[:, 0], a.actions[:, 0], generator=torch.Generator().manual_seed(s))[0]
+               for s in (7, 7, 8)]
+        assert torch.equal(nxt[0], nxt[1]) and not torch.equal(nxt[0], nxt[2])
