@@ -129,15 +129,16 @@ def weighted_scores(control: Baseline, batch: ScoreBatch) -> torch.Tensor:
     ``batch.scores`` is ``(N, Q)`` or ``(N, B, Q)`` (per item); the result is ``(N, Q)``, or the
     flat parameter rows ``(N, P)`` per item (``batch.params`` gives the layout).
     """
-    b, correction = control.terms(batch)
-    values = batch.values.detach()
     scores = batch.scores
     if control.per_coordinate:
-        grads = (values.unsqueeze(-1) - b) * scores
-    elif batch.owns_scores and not scores.requires_grad:
-        grads = scores.mul_((values - b).unsqueeze(-1))  # fresh scores of this batch: reuse their memory
+        b, correction = control.terms(batch)
+        grads = (batch.values.detach().unsqueeze(-1) - b) * scores
     else:
-        grads = (values - b).unsqueeze(-1) * scores
+        weights, correction = control.centred(batch)
+        if batch.owns_scores and not scores.requires_grad:
+            grads = scores.mul_(weights.unsqueeze(-1))  # fresh scores of this batch: reuse their memory
+        else:
+            grads = weights.unsqueeze(-1) * scores
     if batch.per_item:
         grads = flat_from_items(grads, batch.params)
     return grads if isinstance(correction, float) and correction == 0.0 else grads + correction
@@ -168,10 +169,13 @@ def score_param_grads(
     x = draw(dist, (num_samples,), generator=generator)
     with torch.no_grad():
         values = evaluate_costs(f, x, num_samples, items=item_count(dist))
-    scores = param_scores(dist, x, params)
+        scores = closed_form_scores(dist, x, params)
+    if scores is None:
+        scores = autograd_scores(dist, x, params)
     if scores is None:
         raise ValueError(f"score_param_grads cannot read the parameters of {type(dist).__name__}")
-    batch = ScoreBatch(values, None, x, dist, f, {k: v.detach() for k, v in params.items()}, owns_scores=True)
+    plain = {k: v.detach() if v.requires_grad else v for k, v in params.items()}
+    batch = ScoreBatch(values, None, x, dist, f, plain, owns_scores=True)
     batch.scores = item_rows(scores, values.shape[1]) if batch.per_item else flat_rows(scores)
     return ScoreEstimate(values, weighted_scores(control, batch))
 
