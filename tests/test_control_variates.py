@@ -437,3 +437,14 @@ def test_delta_method_on_independent_normal_with_dense_jacobian(per_item):
     leaf = theta.clone().requires_grad_(True)
     surrogate_loss(f, items_normal(leaf), num_samples=6, baseline="delta", generator=gen(46)).backward()
     torch.testing.assert_close(leaf.grad, grads.mean(0))
+
+
+def test_leave_one_out_sums_agree_on_both_paths():
+    """Small batches use one product with the off-diagonal ones, large ones prefix/suffix sums: the same sums."""
+    from gradlab.control_variates import MATMUL_LOO, leave_one_out_sums
+
+    for count in (5, 7, 3 + int(MATMUL_LOO**0.5)):  # the last one above the product's size limit
+        values = torch.randn(count, 3, generator=torch.Generator().manual_seed(count), dtype=torch.float64)
+        expected = torch.stack([values[torch.arange(count) != n].sum(0) for n in range(count)])
+        torch.testing.assert_close(leave_one_out_sums(values), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(leave_one_out_sums(values[:, 0]), expected[:, 0], rtol=1e-12, atol=1e-12)
