@@ -308,25 +308,9 @@ class ControlVariateEstimator(DiscreteEstimator):
         """
         g, loss = self.grads_and_variance(f, make_dist, theta, num_samples=num_samples, generator=generator)
         optimizer.zero_grad(set_to_none=True)
-        variance_backward(loss, optimizer)
+        loss.backward()
         optimizer.step()
         return g
-
-
-def variance_backward(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-    """Add to ``.grad`` of the optimizer's parameters the gradient of ``loss``, and to nothing else.
-
-    One ``autograd.grad`` over exactly the tensors the step moves: the second-order passes toward the
-    logits and into ``f``'s own parameters (a decoder), which ``loss.backward()`` would also run (and
-    leave in their ``.grad``), are skipped.
-    """
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
-    if not params or not loss.requires_grad:
-        return
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    for p, grad in zip(params, grads):
-        if grad is not None:
-            p.grad = grad if p.grad is None else p.grad + grad
 
 
 class REBAR(ControlVariateEstimator):
