@@ -1,4 +1,4 @@
-"""gradlab beside the same estimators written out by hand, and beside Storchastic, in one run.
+"""gradlab beside the same estimators written out by hand, and beside Storchastic and TorchOpt, in one run.
 
 Problems (float32, one thread, the contenders taking turns, medians after a warm-up):
 
@@ -17,7 +17,7 @@ Problems (float32, one thread, the contenders taking turns, medians after a warm
 
 Ratios are time / time of the reference named in the row. Writes ``results/peers_benchmark.md``.
 
-    .venv/bin/python benchmarks/bench_peers.py          # about a minute on 2 cores
+    .venv/bin/python benchmarks/bench_peers.py          # about two minutes on 2 cores
 """
 from __future__ import annotations
 
