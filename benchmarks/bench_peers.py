@@ -1,4 +1,4 @@
-"""gradlab beside the same estimators written out by hand, and beside Storchastic, in one run.
+"""gradlab beside the same estimators written out by hand, and beside Storchastic and TorchOpt, in one run.
 
 Problems (float32, one thread, the contenders taking turns, medians after a warm-up):
 
@@ -11,14 +11,18 @@ Problems (float32, one thread, the contenders taking turns, medians after a warm
   (per-item baseline), each against its hand-written form (and Storchastic's per-image RLOO).
 * **REBAR / RELAX** on the 16-latent VAE: an estimate with the control variate fixed, and ``adapt_step``
   (the estimate plus one variance-minimising step of its parameters).
+* **ES** on the seed lab's MLPs of 2.4k and 305k parameters (784 inputs, one hidden layer), N = 10 and 100
+  antithetic draws: ``gradlab.es_grad_model`` beside TorchOpt's ``diff.zero_order`` (as ``bench_es.py``);
+  EvoTorch has no row unless installed (it is not in the ``bench`` extra).
 
 Ratios are time / time of the reference named in the row. Writes ``results/peers_benchmark.md``.
 
-    .venv/bin/python benchmarks/bench_peers.py          # about a minute on 2 cores
+    .venv/bin/python benchmarks/bench_peers.py          # about two minutes on 2 cores
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -163,6 +167,27 @@ def relax_contenders(f, logits, samples: int = 4):
     return out
 
 
+ES_MODELS = {"2.4k": (784, [3]), "305k": (784, [384])}  # the seed lab's one-hidden-layer MLPs: 2,395 and 305,290 parameters
+
+
+def es_contenders(size: str, num_samples: int) -> dict:
+    """ES (antithetic, sigma = 0.01, batch 256): gradlab's ``es_grad_model`` beside TorchOpt's ``zero_order``
+    (the same model, loss, batch and number of draws)."""
+    from bench_es import BATCH, SIGMA, build_mlp, torchopt, torchopt_estimate
+    from gradlab.es.population import es_grad_model
+
+    inputs, hidden = ES_MODELS[size]
+    torch.manual_seed(0)
+    model, loss_fn = build_mlp(inputs, hidden), torch.nn.CrossEntropyLoss()
+    x, y = torch.randn(BATCH, inputs), torch.randint(0, 10, (BATCH,))
+    gens = [torch.Generator().manual_seed(i) for i in range(2)]
+    out = {"gradlab es_grad_model": lambda: es_grad_model(model, loss_fn, x, y, sigma=SIGMA, num_samples=num_samples,
+                                                           generator=gens[0])}
+    if torchopt is not None:
+        out["TorchOpt diff.zero_order"] = lambda: torchopt_estimate(model, loss_fn, x, y, num_samples, gens[1])
+    return out
+
+
 def rows_for(title, medians, reference):
     base_wall, base_cpu = medians[reference]
     return [f"| {title} | {name} | {1e3 * c:.3f} | {c / base_cpu:.2f} | {1e3 * w:.3f} | {w / base_wall:.2f} |"
@@ -178,12 +203,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        "# gradlab beside hand-written code and Storchastic",
+        "# gradlab beside hand-written code, Storchastic and TorchOpt",
         "",
         f"2 CPU cores, no GPU; torch with {args.threads} thread(s), float32. Median of {args.repeats} calls "
         "after a warm-up, the contenders of a problem taking turns; CPU time of the calling thread (steady on a "
-        "shared machine) and wall-clock time. Ratio: time / time of the first row of the problem. Storchastic returns only the mean gradient (its backward), gradlab's `expectation_grad` the "
-        "per-sample estimates and `surrogate_loss` the mean.",
+        "shared machine) and wall-clock time. Ratio: time / time of the first row of the problem. Storchastic and TorchOpt return only the mean gradient, gradlab's `expectation_grad` the "
+        "per-sample estimates and `surrogate_loss` and `es_grad_model` the mean.",
         "",
         "| problem | contender | CPU ms per estimate | CPU ratio | wall ms | wall ratio |",
         "|---|---|---|---|---|---|",
@@ -207,8 +232,20 @@ def main() -> None:
     for name in ("REBAR", "RELAX"):
         pair = {k: medians[k] for k in (f"{name} fixed", f"{name} adapt_step")}
         lines += rows_for(f"{name}, discrete VAE (64 x 16, 4 samples)", pair, f"{name} fixed")
+    es_repeats = max(5, args.repeats // 8)
+    for size, n in (("2.4k", 10), ("2.4k", 100), ("305k", 10), ("305k", 100)):
+        runs = es_contenders(size, n)
+        lines += rows_for(f"ES, MLP of {size} parameters, N = {n} (antithetic)",
+                          interleaved_medians(runs, es_repeats, warmup=2), "gradlab es_grad_model")
+        print("\n".join(lines[-len(runs):]), flush=True)
+    notes.append(f"ES rows: median of {es_repeats} calls each (a call of the 305k model takes up to a second).")
     if storch is None:
         notes.append("Storchastic is not installed: its rows are missing (pip install -e .[bench]).")
+    if "TorchOpt diff.zero_order" not in runs:
+        notes.append("TorchOpt is not installed: its ES rows are missing (pip install -e .[bench]).")
+    installed = importlib.util.find_spec("evotorch") is not None
+    notes.append("EvoTorch has no ES rows: it is not in the bench extra"
+                 + (" (installed here, but no contender is written for it)." if installed else " and not installed."))
     notes.append("REBAR/RELAX have no hand-written column here; their ratio is adapt_step / fixed estimate.")
     lines += [""] + [f"- {note}" for note in notes]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ $\mathbb E[(f-b)^2 s_j^2]$ to zero); :class:`OptimalBaseline` plugs in batch ave
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Dict, NamedTuple, Optional, Tuple, Union
 
@@ -119,6 +120,12 @@ class Baseline:
         """``(b, surrogate_correction)`` for one batch (what :func:`gradlab.surrogate_loss` uses)."""
         return self(batch), self.surrogate_correction(batch)
 
+    def centred(self, batch: ScoreBatch) -> Tuple[torch.Tensor, Union[torch.Tensor, float]]:
+        """``(values - b, correction)`` for one batch (a baseline with one value per sample or item);
+        the same numbers as :meth:`terms`, which a baseline may form in fewer steps."""
+        b, correction = self.terms(batch)
+        return batch.values.detach() - b, correction
+
 
 class NoBaseline(Baseline):
     """$b = 0$: the plain score-function (REINFORCE) estimator."""
@@ -176,12 +183,27 @@ class EMABaseline(Baseline):
         return b.expand_as(values)
 
 
+MATMUL_LOO = 1 << 17  # at most this many multiply-adds: the masked product beats the prefix/suffix sums
+
+
+@functools.lru_cache(maxsize=16)
+def off_diagonal_ones(count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``(count, count)`` matrix of ones with a zero diagonal (cached per size, dtype and device)."""
+    return 1.0 - torch.eye(count, dtype=dtype, device=device)
+
+
 def leave_one_out_sums(values: torch.Tensor) -> torch.Tensor:
     r"""$\sum_{m \neq n} v_m$ for every $n$ (dim 0), without the cancellation of ``sum - v``.
 
-    Exclusive prefix plus exclusive suffix sums: when one sample dominates, ``sum - v_n``
-    leaves round-off where the exact answer is tiny or zero.
+    Exclusive prefix plus exclusive suffix sums (for small batches of finite values: one product with
+    the off-diagonal ones): when one sample dominates, ``sum - v_n`` leaves round-off where the exact
+    answer is tiny or zero.
     """
+    count = values.shape[0]
+    if values.dim() <= 2 and count * count * max(values[0].numel(), 1) <= MATMUL_LOO and values.is_floating_point():
+        # one product with the off-diagonal ones (cached): each sum formed directly, the excluded entry
+        # multiplied by an exact 0 (the costs are finite), so no cancellation either
+        return off_diagonal_ones(count, values.dtype, values.device) @ values
     padded = torch.nn.functional.pad(values, (0, 0) * (values.dim() - 1) + (1, 1))  # [0, v_0, ..., v_{N-1}, 0]
     prefix = padded[:-2].cumsum(0)  # sum_{m < n} v_m
     suffix = padded[2:].flip(0).cumsum(0).flip(0)  # sum_{m > n} v_m
@@ -207,6 +229,24 @@ class LeaveOneOut(Baseline):
         if values.shape[0] < 2:
             raise ValueError("baseline='rloo' needs num_samples >= 2")
         return leave_one_out_means(values)
+
+    def centred(self, batch: ScoreBatch) -> Tuple[torch.Tensor, float]:
+        r"""$f_n - b_n$; for a small batch one product with the cached $I - (\mathbf 1\mathbf 1^\top - I)/(N-1)$
+        (each $f_n - \frac1{N-1}\sum_{m\ne n} f_m$ formed directly, as in :func:`leave_one_out_sums`)."""
+        values = batch.values.detach()
+        count = values.shape[0]
+        if count < 2:
+            raise ValueError("baseline='rloo' needs num_samples >= 2")
+        if values.dim() <= 2 and count * count * max(values[0].numel(), 1) <= MATMUL_LOO and values.is_floating_point():
+            return rloo_centring(count, values.dtype, values.device) @ values, 0.0
+        return values - leave_one_out_means(values), 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def rloo_centring(count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """$C$ with $C_{nn} = 1$, $C_{nm} = -1/(N-1)$: ``C @ f`` is $f_n$ minus the mean of the others (cached)."""
+    eye = torch.eye(count, dtype=dtype, device=device)
+    return eye - (1.0 - eye) / (count - 1)
 
 
 class OptimalBaseline(Baseline):

@@ -114,7 +114,7 @@ def draw(
     if generator is not None:
         native = _draw_native(dist, shape, generator)
         if native is not None:
-            return native if reparameterized else native.detach()
+            return native if reparameterized or not native.requires_grad else native.detach()
     if generator is None:
         return dist.rsample(shape) if reparameterized else dist.sample(shape)
     seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))

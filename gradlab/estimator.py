@@ -188,7 +188,7 @@ class Estimator:
         self.check_options(num_samples, baseline, generator)
         dist = check_distribution(make_dist(theta.detach()))
         self.check(dist)
-        lam = {k: v.detach() for k, v in self.params(dist).items()}
+        lam = {k: v.detach() if v.requires_grad else v for k, v in self.params(dist).items()}
         if not lam:
             estimate = self.unreadable_grads(
                 f, make_dist, theta, dist, num_samples=num_samples, baseline=baseline, generator=generator
@@ -216,9 +216,10 @@ class Estimator:
         generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
         """Per-sample estimates of $\\nabla_\\theta \\mathbb E[f]$, shape ``(num_samples, *theta.shape)`` (detached)."""
-        return self.theta_estimate(
+        grads = self.theta_estimate(
             f, make_dist, theta, num_samples=num_samples, baseline=baseline, generator=generator
-        ).grads.detach()
+        ).grads
+        return grads.detach() if grads.requires_grad else grads
 
     def surrogate_loss(
         self,

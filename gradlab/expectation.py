@@ -94,7 +94,7 @@ def expectation_grad(
     if not isinstance(grads, torch.Tensor) or tuple(grads.shape) != expected:
         got = tuple(grads.shape) if isinstance(grads, torch.Tensor) else type(grads).__name__
         raise ValueError(f"estimator {estimator!r} returned {got}, expected shape {expected}")
-    return grads.detach()
+    return grads.detach() if grads.requires_grad else grads
 
 
 def surrogate_loss(

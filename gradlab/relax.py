@@ -257,12 +257,30 @@ class ControlVariateEstimator(DiscreteEstimator):
             out = out + r.to(z.dtype).reshape(n)
         return out
 
+    def shared_forward(self, f: Callable, kind: str, b: torch.Tensor, z: torch.Tensor, z_tilde: torch.Tensor,
+                       items: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""$f(b)$ (detached), $c(z)$ and $c(\tilde z)$ from ONE call of ``f`` on the $3N$ points
+        $b, \sigma_\tau(z), \sigma_\tau(\tilde z)$ and one call of $r_\phi$ on $z, \tilde z$ (the same numbers as
+        :meth:`control_variate` at $z$ and at $\tilde z$)."""
+        n = z.shape[0]
+        both = torch.cat([z, z_tilde])
+        out = torch.zeros(2 * n, dtype=z.dtype, device=z.device)
+        if self.rebar_term:
+            relaxed = relax_sample(both, kind, self.tau.to(device=z.device, dtype=z.dtype))
+            every = costs(f, torch.cat([b.to(relaxed.dtype), relaxed]), 3 * n, items)
+            values = every[:n].detach()
+            out = out + self.eta.to(device=z.device, dtype=z.dtype) * total(every[n:])
+        else:
+            values = costs(f, b, n, items).detach()
+        if self.r_phi is not None:
+            r = self.r_phi(both.to(module_dtype(self.r_phi, z.dtype)))
+            out = out + r.to(z.dtype).reshape(2 * n)
+        return values, out[:n], out[n:]
+
     def lambda_grads(self, f, kind, lam, *, generator, create_graph, items=None) -> Estimate:
         n = lam.shape[0]
         z, b, score, z_tilde = sample_z_b_ztilde(kind, lam, generator)
-        values = costs(f, b, n, items).detach()
-        c_z = self.control_variate(f, kind, z, items)
-        c_tilde = self.control_variate(f, kind, z_tilde, items)
+        values, c_z, c_tilde = self.shared_forward(f, kind, b, z, z_tilde, items)
         (g_c,) = torch.autograd.grad((c_z - c_tilde).sum(), lam, create_graph=create_graph)
         weight = (total(values) - c_tilde).reshape(n, *([1] * (lam.dim() - 1)))
         g = weight * score + g_c

@@ -55,23 +55,28 @@ def has_closed_form(dist: D.Distribution, params: Params) -> bool:
     return type(base) in (D.Bernoulli, D.Categorical) and names in (["logits"], ["probs"])
 
 
+def plain(v: torch.Tensor) -> torch.Tensor:
+    """``v`` without its graph (``v`` itself when it has none: no new alias per call)."""
+    return v.detach() if v.requires_grad else v
+
+
 def closed_form_scores(dist: D.Distribution, x: torch.Tensor, params: Params) -> Optional[Params]:
     """Per-sample scores ``{name: (N, *param.shape)}`` in closed form, or None for other families."""
     base = unwrap_independent(dist)
     names = [k.rsplit(".", 1)[-1] for k in params]
     keys = list(params)
-    x = x.detach()
+    x = x.detach() if x.requires_grad else x
     if type(base) is D.Normal and names == ["loc", "scale"]:
-        loc, scale = base.loc.detach(), base.scale.detach()
+        loc, scale = plain(base.loc), plain(base.scale)
         z = (x - loc) / scale
         return {keys[0]: z / scale, keys[1]: (z * z - 1.0) / scale}
     if type(base) is D.Bernoulli and names in (["logits"], ["probs"]):
-        p = base.probs.detach()
+        p = plain(base.probs)
         if names == ["logits"]:
             return {keys[0]: x - p}
         return {keys[0]: (x - p) / (p * (1.0 - p))}
     if type(base) is D.Categorical and names in (["logits"], ["probs"]):
-        p = base.probs.detach()
+        p = plain(base.probs)
         onehot = torch.nn.functional.one_hot(x.long(), p.shape[-1]).to(p.dtype)
         if names == ["logits"]:
             return {keys[0]: onehot - p}

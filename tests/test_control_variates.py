@@ -457,3 +457,14 @@ def test_delta_method_surrogate_correction_has_the_correction_as_its_gradient():
     want = delta.correction(batch) @ jac
     assert want.abs().min() > 1e-3
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_leave_one_out_sums_agree_on_both_paths():
+    """Small batches use one product with the off-diagonal ones, large ones prefix/suffix sums: the same sums."""
+    from gradlab.control_variates import MATMUL_LOO, leave_one_out_sums
+
+    for count in (5, 7, 3 + int(MATMUL_LOO**0.5)):  # the last one above the product's size limit
+        values = torch.randn(count, 3, generator=torch.Generator().manual_seed(count), dtype=torch.float64)
+        expected = torch.stack([values[torch.arange(count) != n].sum(0) for n in range(count)])
+        torch.testing.assert_close(leave_one_out_sums(values), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(leave_one_out_sums(values[:, 0]), expected[:, 0], rtol=1e-12, atol=1e-12)

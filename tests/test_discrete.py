@@ -474,3 +474,19 @@ def test_hard_gumbel_sinkhorn_follows_the_noise():
     distinct = {tuple(h.argmax(-1).tolist()) for h in hard}
     print("distinct permutations among 40:", len(distinct))
     assert len(distinct) >= 5  # 24 permutations, 40 uniform draws: fewer than 5 distinct has probability < 1e-12
+
+
+@pytest.mark.parametrize("make", [lambda: REBAR(eta=0.7, tau=0.3), lambda: RELAX(num_inputs=3, eta=0.6, tau=0.4)])
+def test_shared_forward_is_the_control_variate_at_z_and_z_tilde(make):
+    """One call of f on (b, sigma(z), sigma(z~)) gives f(b), c(z), c(z~) as separate calls would (float64)."""
+    est = make().double()
+    with torch.no_grad():  # a RELAX surrogate that is not zero, so that its part is checked too
+        for p in est.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen(40), dtype=F64))
+    lam = torch.tensor([0.3, -1.2, 0.8], dtype=F64).expand(5, 3).clone()
+    z, b, _, z_tilde = sample_z_b_ztilde("bernoulli", lam, gen(41))
+    values, c_z, c_tilde = est.shared_forward(toy, "bernoulli", b, z, z_tilde)
+    torch.testing.assert_close(values, toy(b), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(c_z, est.control_variate(toy, "bernoulli", z), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(c_tilde, est.control_variate(toy, "bernoulli", z_tilde), rtol=1e-13, atol=1e-13)
+    assert not torch.allclose(c_z, c_tilde)

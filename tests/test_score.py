@@ -428,3 +428,28 @@ def test_per_item_costs_of_a_batched_family_without_independent():
     loss = surrogate_loss(f, make(leaf), estimator="score", num_samples=n, baseline="rloo", generator=gen(63))
     torch.testing.assert_close(loss.detach(), costs.sum(1).mean(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(torch.autograd.grad(loss, leaf)[0], expected.mean(0), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("baseline", ["rloo", 0.4, None])
+def test_closed_form_surrogate_gradient_is_the_mean_per_sample_estimate(baseline):
+    """surrogate_loss's backward = the mean of expectation_grad's estimates for the same draws (float64, N = 7)."""
+    theta = torch.tensor([0.4, -1.1, 0.7, 0.2], dtype=F64)
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=F64)
+
+    def f(x):
+        return (x * w).sum(-1) ** 2
+
+    def make(t):
+        return D.Independent(D.Bernoulli(logits=t), 1)
+
+    leaf = theta.clone().requires_grad_(True)
+    loss = surrogate_loss_of(f, make(leaf), baseline, gen(60))
+    loss.backward()
+    per_sample = expectation_grad(f, make, theta, estimator="score", num_samples=7, baseline=baseline, generator=gen(60))
+    torch.testing.assert_close(leaf.grad, per_sample.mean(0), rtol=1e-12, atol=1e-12)
+
+
+def surrogate_loss_of(f, dist, baseline, generator):
+    from gradlab.expectation import surrogate_loss
+
+    return surrogate_loss(f, dist, num_samples=7, baseline=baseline, generator=generator)
