@@ -70,9 +70,9 @@ def reinforce_loss(logits, labels, *, num_samples, generator):
     # parameters per sample)
     # and the leave-one-out baseline written as N/(N-1) (f - mean f), with a warning; a reinforce_loss that
     # loops over the images, sums and divides by B K; a train_bandit with a tqdm bar on stderr, a
-    # warning, and zero_grad before the forward pass; Poisson counts drawn by inverting the CDF of uniforms, and
-    # samples of Part 6 drawn by torch.normal (other random-number conventions), its fits written as a 0/1 matrix
-    # product, its bias measured on the same batch twice (the generator's state saved and restored).
+    # warning, and zero_grad before the forward pass; Poisson counts (Part 5) and Gaussian samples (Part 6)
+    # drawn by inverting their CDFs at uniforms (other random-number conventions), Part 6's fits written as a
+    # 0/1 matrix product and its bias measured on the same batch twice (the generator's state saved and restored).
     # Delegation: pathwise_grad calls gradlab.expectation_grad. 17 - 3.
     "different": {
         "kinds": ["alternative", "noisy", "delegation"],
@@ -144,9 +144,10 @@ def poisson_mvd_grad(f, rate, *, num_samples, generator):
 def optimal_baseline_grad(f, mu, sigma, *, num_samples, generator, leave_one_out):
     if leave_one_out and num_samples < 2:
         raise ValueError("leave_one_out needs num_samples >= 2")
-    # Samples drawn by torch.normal (another random-number convention), the noise recovered from them.
-    x = torch.normal(mu.detach().expand(num_samples, *mu.shape), sigma.detach().expand(num_samples, *mu.shape),
-                     generator=generator)
+    # Samples by the inverse CDF of uniforms (another random-number convention), the noise recovered from them.
+    u = torch.rand((num_samples, *mu.shape), generator=generator, dtype=mu.dtype, device=mu.device)
+    u = u.clamp(min=torch.finfo(mu.dtype).tiny)
+    x = mu.detach() + sigma.detach() * math.sqrt(2.0) * torch.erfinv(2 * u - 1)
     eps = (x - mu.detach()) / sigma.detach()
     costs = f(x).detach()
     scores = torch.stack([eps / sigma.detach(), (eps * eps - 1) / sigma.detach()], 1)
