@@ -93,7 +93,7 @@ TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab5/infonce_bound": ("gradlab.dv.infonce", "gradlab.dv.InfoNCE", "gradlab.dv.interpolated",
                            "gradlab.dv.objective", "gradlab.labcheck_reference.infonce_bound"),
     "lab5/infonce_mi": ("gradlab.DVTrainer", "gradlab.dv.infonce", "gradlab.dv.InfoNCE",
-                        "gradlab.dv.objective"),
+                        "gradlab.dv.objective", "gradlab.labcheck_reference.infonce_batch_values"),
     "lab6/reward_to_go": ("gradlab.discounted_returns", "gradlab.policy_weights", "gradlab.policy_loss",
                           "gradlab.gae_advantages"),
     "lab6/reinforce_loss": ("gradlab.policy_weights", "gradlab.policy_loss", "gradlab.gae_advantages"),

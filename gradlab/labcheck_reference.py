@@ -13,7 +13,7 @@ import math
 
 import torch
 
-__all__ = ["dv_standard_error", "es_grad_model", "es_step", "estimate_mi", "infonce_bound", "reinforce_loss", "relax_grad_samples", "st_bernoulli",
+__all__ = ["dv_standard_error", "es_grad_model", "es_step", "estimate_mi", "infonce_batch_values", "infonce_bound", "reinforce_loss", "relax_grad_samples", "st_bernoulli",
            "train_step"]
 
 
@@ -119,3 +119,12 @@ def infonce_bound(scores):
     ``scores[i, j]`` $= f(x_i, y_j)$ (each $x_i$'s partner $y_i$ against all $K$ $y$'s); at most $\log K$."""
     K = scores.shape[0]
     return (scores.diagonal() - torch.logsumexp(scores, dim=1)).mean() + math.log(K)
+
+
+def infonce_batch_values(critic, Z, x_dim, K):
+    """Lab 5: :func:`infonce_bound` of ``critic(x, y)`` on each of the ``len(Z) // K`` consecutive batches of
+    ``K`` rows of ``Z`` (the remainder dropped), without gradient tracking: a 1-d float64 tensor."""
+    m = Z.shape[0] // K
+    with torch.no_grad():
+        batches = Z[: m * K].reshape(m, K, Z.shape[1])
+        return torch.stack([infonce_bound(critic(b[:, :x_dim], b[:, x_dim:])) for b in batches]).to(torch.float64)

@@ -296,7 +296,7 @@ def test_every_submission_has_a_row_and_the_exit_status_asks_for_a_person(graded
 
 
 @pytest.mark.parametrize("name", ["solution", "student", "faults", "hostile", "truncated", "attack",
-                                  "partial", "different"])
+                                  "partial", "different", "mistakes"])
 def test_submission_grades_as_expected(graded, name):
     subs, rows, cells = graded["subs"], graded["rows"], graded["cells"]
     if name not in subs.expected:
