@@ -14,7 +14,7 @@ module, where no answer cell can reach them.
   disabled, as in the hidden tests;
 * :class:`substituted` runs a task that uses an earlier one with a reference in place of the earlier
   answer (missing or broken), so that one mistake costs one task;
-* :func:`check_unbiased`, :func:`check_variance_ratio`, :func:`check_variance_below`,
+* :func:`check_unbiased`, :func:`check_mean_bound`, :func:`check_variance_ratio`, :func:`check_variance_below`,
   :func:`check_same_law` and
   :func:`check_frequencies` grade a stochastic answer by what its task states (unbiased, a variance
   within a factor of the reference's, equal in distribution to a law), not by equality with one
@@ -31,13 +31,15 @@ from typing import Any, Iterator, Union
 
 import torch
 
-from .labcheck_stats import check_frequencies, check_same_law, check_unbiased, check_variance_below, check_variance_ratio
+from .labcheck_stats import (check_frequencies, check_mean_bound, check_same_law, check_unbiased, check_variance_below,
+                             check_variance_ratio)
 
 __all__ = [
     "ReferenceDisabledError",
     "TASK_REFERENCES",
     "check_close",
     "check_frequencies",
+    "check_mean_bound",
     "check_same_law",
     "check_unbiased",
     "check_variance_below",
@@ -100,6 +102,10 @@ TASK_REFERENCES: dict[str, tuple[str, ...]] = {
     "lab5/train_dv": ("gradlab.DVTrainer",),
     "lab5/ground_truth": ("gradlab.correlated_gaussians",),
     "lab5/estimate_mi": ("gradlab.labcheck_reference.estimate_mi",),
+    "lab5/infonce_bound": ("gradlab.dv.infonce", "gradlab.dv.InfoNCE", "gradlab.dv.interpolated",
+                           "gradlab.dv.objective", "gradlab.labcheck_reference.infonce_bound"),
+    "lab5/infonce_mi": ("gradlab.DVTrainer", "gradlab.dv.infonce", "gradlab.dv.InfoNCE",
+                        "gradlab.dv.objective", "gradlab.labcheck_reference.infonce_batch_values"),
     "lab6/reward_to_go": ("gradlab.discounted_returns", "gradlab.policy_weights", "gradlab.policy_loss",
                           "gradlab.gae_advantages"),
     "lab6/reinforce_loss": ("gradlab.policy_weights", "gradlab.policy_loss", "gradlab.gae_advantages"),

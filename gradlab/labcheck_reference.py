@@ -9,10 +9,12 @@ so they keep working while a test has gradlab's estimators disabled; each is in
 from __future__ import annotations
 
 import builtins as _b
+import math
 
 import torch
 
-__all__ = ["equal_cost_variance_ratio", "es_grad_model", "es_step", "estimate_mi", "reinforce_grad_samples", "reinforce_loss", "relax_grad_samples",
+__all__ = ["dv_standard_error", "equal_cost_variance_ratio", "es_grad_model", "es_step", "estimate_mi",
+           "infonce_batch_values", "infonce_bound", "reinforce_grad_samples", "reinforce_loss", "relax_grad_samples",
            "st_bernoulli", "train_step"]
 
 
@@ -100,9 +102,22 @@ def train_step(net, optimizer, Z_batch, Z_ref_batch):
     return value.item()
 
 
-def estimate_mi(Z, Z_ref, Z_test, Z_ref_test, epochs, seed=0):
+def dv_standard_error(Z, Z_ref, net):
+    r"""Lab 5: the delta-method standard error of the sample DV bound of ``net`` on ``Z``, ``Z_ref``:
+    $\sqrt{\widehat{\operatorname{Var}}(t)/n + \widehat{\operatorname{Var}}(e^{t'}/\overline{e^{t'}})/n'}$, the two
+    means treated as independent."""
+    with torch.no_grad():
+        t = net(Z).reshape(-1).to(torch.float64)
+        t_ref = net(Z_ref).reshape(-1).to(torch.float64)
+        w = torch.exp(t_ref - t_ref.max())
+        w = w / w.mean()
+        return _b.float((t.var() / t.numel() + w.var() / w.numel()).sqrt())
+
+
+def estimate_mi(Z, Z_ref, Z_test, Z_ref_test, epochs, seed=0, holdout=None):
     """Lab 5: a fresh critic (two hidden ELU layers of 64, seeded) trained by gradlab's DVTrainer on the training
-    pair; returns ``(bound on the held-out pair, bound on the training pair)`` as floats."""
+    pair (its default held-out split, or ``holdout``); returns ``(bound on the held-out pair Z_test, Z_ref_test,
+    bound on the training pair, the trained critic)``."""
     from torch import nn
 
     from .dv import DV, DVTrainer
@@ -111,6 +126,23 @@ def estimate_mi(Z, Z_ref, Z_test, Z_ref_test, epochs, seed=0):
     with torch.random.fork_rng(devices=[]):  # seeded critic, and the global random state left as it was
         torch.manual_seed(seed)
         net = build_mlp(Z.shape[1], [64, 64], 1, nn.ELU).to(device=Z.device, dtype=Z.dtype)
-    on_train = DVTrainer(Z, Z_ref, net, n_iters_per_epoch=5, seed=seed, lr=3e-3).step(epochs)
+    options = {} if holdout is None else {"holdout": holdout}
+    DVTrainer(Z, Z_ref, net, n_iters_per_epoch=5, seed=seed, lr=3e-3, **options).step(epochs)
     with torch.no_grad():
-        return DV(Z_test, Z_ref_test, net).item(), on_train
+        return DV(Z_test, Z_ref_test, net).item(), DV(Z, Z_ref, net).item(), net
+
+
+def infonce_bound(scores):
+    r"""Lab 5: $\frac1K\sum_i\big(S_{ii} - \log\frac1K\sum_j e^{S_{ij}}\big)$ for a $K\times K$ score matrix
+    ``scores[i, j]`` $= f(x_i, y_j)$ (each $x_i$'s partner $y_i$ against all $K$ $y$'s); at most $\log K$."""
+    K = scores.shape[0]
+    return (scores.diagonal() - torch.logsumexp(scores, dim=1)).mean() + math.log(K)
+
+
+def infonce_batch_values(critic, Z, x_dim, K):
+    """Lab 5: :func:`infonce_bound` of ``critic(x, y)`` on each of the ``len(Z) // K`` consecutive batches of
+    ``K`` rows of ``Z`` (the remainder dropped), without gradient tracking: a 1-d float64 tensor."""
+    m = Z.shape[0] // K
+    with torch.no_grad():
+        batches = Z[: m * K].reshape(m, K, Z.shape[1])
+        return torch.stack([infonce_bound(critic(b[:, :x_dim], b[:, x_dim:])) for b in batches]).to(torch.float64)

@@ -8,6 +8,8 @@ $\mathbb 1[u > 1-p]$, passes.
   built from their own variance, at a stated level ``alpha`` for all coordinates together (Bonferroni);
   with ``detect=`` it also asserts the power of the check: a bias of that size would fail with probability
   at least 0.9 (else the sample is too noisy to grade).
+* :func:`check_mean_bound`: a one-sided claim on a mean (at most a bound, e.g. a lower bound in expectation;
+  or at least one), from the values' own standard error, with the same power check.
 * :func:`check_variance_ratio`: the total variance is within a stated factor of the reference's.
 * :func:`check_variance_below`: the variance of an average at an equal cost (per-sample variance times
   the cost of a sample) is below a stated factor of the reference's, with a one-sided confidence bound.
@@ -27,7 +29,7 @@ from typing import Callable, Union
 
 import torch
 
-__all__ = ["check_unbiased", "check_variance_ratio", "check_variance_below", "check_same_law", "check_frequencies"]
+__all__ = ["check_unbiased", "check_mean_bound", "check_variance_ratio", "check_variance_below", "check_same_law", "check_frequencies"]
 
 POWER_Z = 1.2815515655446004  # the 0.9 quantile of the standard normal
 
@@ -70,6 +72,34 @@ def check_unbiased(what: str, samples: torch.Tensor, truth, *, alpha: float = 1e
                               f"(standard errors {se.reshape(expected_shape)}); the estimator's variance is too large")
     assert (z.abs() < crit).all(), f"{what}: the mean is {z.abs().max().item():.1f} standard errors from the truth (biased)"
     return z.reshape(expected_shape)
+
+
+def check_mean_bound(what: str, samples: torch.Tensor, bound: float, *, side: str = "at most",
+                     alpha: float = 1e-3, detect=None) -> float:
+    r"""Assert a one-sided claim on the mean of ``samples`` (independent values, dim 0), within its own error.
+
+    ``side="at most"``: the expectation is at most ``bound`` (a lower bound in expectation, say), so the check
+    fails only if $\bar x > \text{bound} + z_{1-\alpha}\,s/\sqrt N$; ``side="at least"`` mirrors it.
+    ``detect``: also assert that a mean off by ``detect`` on the wrong side of ``bound`` fails with probability
+    at least 0.9, $(z_{1-\alpha} + z_{0.9})\,s/\sqrt N \le$ ``detect``. Returns the z-score.
+    """
+    assert side in ("at most", "at least"), f"side must be 'at most' or 'at least', got {side!r}"
+    flat = _as_samples(what, samples, "values")
+    assert flat.shape[1] == 1, f"{what}: expected one value per sample, got shape {_b.tuple(samples.shape)}"
+    values = flat[:, 0]
+    n = values.numel()
+    mean, se = values.mean().item(), (values.std() / math.sqrt(n)).item()
+    sign = 1.0 if side == "at most" else -1.0
+    z = sign * (mean - bound) / se if se > 0 else (0.0 if sign * (mean - bound) <= 0 else math.inf)
+    crit = _normal_quantile(1 - alpha)
+    _b.print(f"{what}\n  expected mean: {side} {bound:.4f}\n  your mean:     {mean:.4f} (standard error {se:.4f}, "
+             f"{n} values)\n  beyond the bound in standard errors: {z:.2f} (want < {crit:.2f}: level {alpha:g})")
+    if detect is not None:
+        assert (crit + POWER_Z) * se <= detect, (
+            f"{what}: the values are too noisy to tell a mean {detect} {'above' if sign > 0 else 'below'} "
+            f"{bound:.4f} from one that meets it (standard error {se:.4f})")
+    assert z < crit, f"{what}: the mean {mean:.4f} is {z:.1f} standard errors {'above' if sign > 0 else 'below'} {bound:.4f}"
+    return z
 
 
 def check_variance_ratio(what: str, samples: torch.Tensor, reference: torch.Tensor, *, factor: float,

@@ -127,7 +127,7 @@ def _dv_trainer(k):
 def _estimate_mi(k):
     Z, Z_ref, _ = gradlab.correlated_gaussians(32, 0.5, seed=3)
     Zt, Zt_ref, _ = gradlab.correlated_gaussians(16, 0.5, seed=4)
-    return torch.as_tensor(labcheck_reference.estimate_mi(Z, Z_ref, Zt, Zt_ref, 1, seed=k), dtype=torch.float64)
+    return torch.as_tensor(labcheck_reference.estimate_mi(Z, Z_ref, Zt, Zt_ref, 1, seed=k)[:2], dtype=torch.float64)
 
 
 def _train(k):

@@ -337,16 +337,48 @@ def test_step_returns_the_held_out_estimate_and_records_both():
         assert trainer.history["estimate"] == trainer.history["val_estimate"] == [estimate]
         runs.append(estimate)
     assert runs[0] == runs[1]
-    whole = DVTrainer(Z, Z_ref, make_net(seed=1), 4, seed=7, lr=1e-3)  # the course's form: all data
+    whole = DVTrainer(Z, Z_ref, make_net(seed=1), 4, seed=7, lr=1e-3, holdout=0)  # held-out evaluation off
     assert whole.Z is Z and whole.Z_val is None
     assert whole.step(1) == pytest.approx(DV(Z, Z_ref, whole.net).item(), abs=1e-6)
     assert whole.history["estimate"] == whole.history["train_estimate"] and math.isnan(whole.history["val_estimate"][0])
 
 
+def test_course_form_holds_out_by_default_and_never_trains_on_it():
+    """``DVTrainer(Z, Z_ref, net, iters)``: 20 % of Z and of Z_ref (uneven sizes) set aside with the seed; the
+    training batches never contain a held-out row; step() returns the bound on the held-out rows and records
+    the bound on the training rows beside it; the same seed gives the same split, another seed another."""
+    n, n_ref = 53, 41
+    ids = torch.arange(n, dtype=torch.float64)
+    ids_ref = 1000 + torch.arange(n_ref, dtype=torch.float64)
+    Z, Z_ref = torch.stack((ids, -ids), 1) / 100, torch.stack((-ids_ref, ids_ref), 1) / 1000
+    splits = []
+    for seed in (5, 5, 6):
+        net = Recorder()
+        trainer = DVTrainer(Z, Z_ref, net, 4, seed=seed, lr=1e-2)
+        assert len(trainer.Z_val) == round(0.2 * n) and len(trainer.Z_ref_val) == round(0.2 * n_ref)
+        estimate = trainer.step(2)
+        seen = torch.cat(net.seen)
+        held = torch.cat((trainer.Z_val[:, 0], trainer.Z_ref_val[:, 0]))
+        assert not torch.isin(seen, held).any(), "a held-out row reached a training step"
+        assert torch.equal(torch.unique(seen), torch.cat((trainer.Z[:, 0], trainer.Z_ref[:, 0])).unique())
+        with torch.no_grad():
+            on_held, on_train = DV(trainer.Z_val, trainer.Z_ref_val, net).item(), DV(trainer.Z, trainer.Z_ref, net).item()
+        assert estimate == pytest.approx(on_held, abs=1e-12) and trainer.estimate() == pytest.approx(on_held, abs=1e-12)
+        assert trainer.history["val_estimate"] == trainer.history["estimate"] == [estimate]
+        assert trainer.history["train_estimate"] == [pytest.approx(on_train, abs=1e-12)]
+        assert abs(on_train - on_held) > 1e-6
+        splits.append((trainer.Z_val, trainer.Z_ref_val))
+    assert all(torch.equal(a, b) for a, b in zip(splits[0], splits[1]))
+    assert not torch.equal(splits[0][0], splits[2][0])
+    off = DVTrainer(Z, Z_ref, Recorder(), 4, seed=5, lr=1e-2, holdout=0)
+    assert off.Z is Z and off.Z_ref is Z_ref and off.Z_val is None
+    assert off.step(1) == off.history["train_estimate"][0] and math.isnan(off.history["val_estimate"][0])
+
+
 def test_seed_controls_everything_and_leaves_the_global_rng_alone():
     sampler = CorrelatedGaussianSampler(1, rho=0.7)
     Z, Z_ref, _ = correlated_gaussians(120, 0.6, seed=2)
-    configs = [dict(Z=Z, Z_ref=Z_ref, holdout=0.3), dict(Z=Z, Z_ref=None, bound="infonce"),
+    configs = [dict(Z=Z, Z_ref=Z_ref), dict(Z=Z, Z_ref=Z_ref, holdout=0.3), dict(Z=Z, Z_ref=None, bound="infonce"),
                dict(Z=None, Z_ref=None, sampler=sampler, batch_size=16, bound="smile")]
     for config in configs:
         data = {k: config.pop(k) for k in ("Z", "Z_ref")}

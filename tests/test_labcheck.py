@@ -165,7 +165,8 @@ def test_substituted_binds_names_for_the_block_and_restores_or_removes_them():
 
 # ------------------------------------------------------------------ statistical grading: size and power
 
-from gradlab.labcheck import check_frequencies, check_same_law, check_unbiased, check_variance_below, check_variance_ratio  # noqa: E402
+from gradlab.labcheck import (check_frequencies, check_mean_bound, check_same_law, check_unbiased,  # noqa: E402
+                              check_variance_below, check_variance_ratio)
 
 
 def fails(check, *args, **kwargs) -> bool:
@@ -194,6 +195,31 @@ def test_check_unbiased_has_its_stated_size_and_power(capsys):
     # Binomial(300, <= 0.05): mean <= 15, sd about 3.8; Bonferroni over 3 coordinates makes it a little smaller.
     assert 3 <= failures <= 15 + 3 * 3.8, f"size: {failures} of {seeds} correct runs failed at alpha = {alpha}"
     assert biased >= 0.9 * seeds - 3 * (seeds * 0.09) ** 0.5, f"power: only {biased} of {seeds} biased runs failed"
+
+
+def test_check_mean_bound_has_its_stated_size_and_power(capsys):
+    """One-sided: values whose mean sits exactly on the bound fail at about the stated rate, values with mean
+    `detect` beyond it fail at least 90% of the time, values well inside never fail; both sides."""
+    n, seeds, alpha, bound = 250, 300, 0.05, 0.7
+    detect = 2.0 * (1.645 + 1.282) / n**0.5 * 1.1  # scale 2: just above the smallest detectable offset
+    for side, sign in (("at most", 1.0), ("at least", -1.0)):
+        on = beyond = inside = 0
+        for seed in range(seeds):
+            noise = 2.0 * torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+            on += fails(check_mean_bound, "on", bound + noise, bound, side=side, alpha=alpha, detect=detect)
+            beyond += fails(check_mean_bound, "beyond", bound + sign * detect + noise, bound, side=side, alpha=alpha,
+                            detect=detect)
+            inside += fails(check_mean_bound, "inside", bound - sign * detect + noise, bound, side=side, alpha=alpha)
+        capsys.readouterr()
+        # Binomial(300, 0.05): mean 15, sd 3.8.
+        assert 3 <= on <= 15 + 3 * 3.8, f"{side}: size {on} of {seeds}"
+        assert beyond >= 0.9 * seeds - 3 * (seeds * 0.09) ** 0.5, f"{side}: power {beyond} of {seeds}"
+        assert inside == 0, side
+    with pytest.raises(AssertionError, match="too noisy"):
+        check_mean_bound("noisy", torch.randn(20, dtype=torch.float64), 0.0, detect=0.01)
+    with pytest.raises(AssertionError, match="side"):
+        check_mean_bound("side", torch.zeros(5), 0.0, side="below")
+    assert check_mean_bound("constant", torch.full((4,), -1.0), 0.0) == 0.0
 
 
 def test_check_unbiased_refuses_a_sample_too_noisy_for_the_stated_bias():
