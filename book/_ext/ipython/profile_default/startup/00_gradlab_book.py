@@ -110,14 +110,15 @@ def _overlapping_tick_labels(fig, declutter: bool = False) -> list:
     return found
 
 
-def _legends_over_data(fig, only=None) -> list:
+def _legends_over_data(fig, only=None, redraw: bool = True) -> list:
     """Legends drawn over plotted data: for each legend, how many points of the axes' lines (their
     vertices and points in between, every few pixels) and scatter markers fall inside its box.
     A legend belongs in an empty corner (``loc="best"`` finds one) or outside the axes."""
     import numpy as np
 
     try:
-        fig.draw_without_rendering()
+        if redraw:
+            fig.draw_without_rendering()
         renderer = fig.canvas.get_renderer()
     except Exception:  # noqa: BLE001
         return []
@@ -155,26 +156,36 @@ def _legends_over_data(fig, only=None) -> list:
     return found
 
 
-def _move_legends_off_data(fig) -> None:
+def _move_legends_off_data(fig, drawn: bool = False) -> list:
     """A legend that hides plotted data moves: first to the emptiest place inside the axes
     (``loc="best"``), and, if data are still under it, below the axes (under the x label) when
-    the axes are in the figure's bottom row. What is left is recorded by :func:`_legends_over_data`."""
-    for ax in fig.axes:
+    the axes are in the figure's bottom row. Returns what still covers data (as
+    :func:`_legends_over_data`). ``drawn``: the figure was just drawn (no draw needed to measure)."""
+    if not drawn:
+        fig.draw_without_rendering()
+    covering = [ax for ax in fig.axes if ax.get_legend() is not None and ax.get_legend().get_visible()
+                and _legends_over_data(fig, only=ax, redraw=False)]
+    if not covering:
+        return []
+    for ax in covering:
         legend = ax.get_legend()
-        if legend is None or not legend.get_visible() or not _legends_over_data(fig, only=ax):
-            continue
         legend.set_loc("best")
         legend.set_bbox_to_anchor(None)
-        if not _legends_over_data(fig, only=ax):
+    fig.draw_without_rendering()
+    moved = False
+    for ax in covering:
+        if not _legends_over_data(fig, only=ax, redraw=False):
             continue
         spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
         if spec is not None and not spec.is_last_row():
             continue
-        renderer = fig.canvas.get_renderer()
-        bottom = ax.get_tightbbox(renderer).y0
+        bottom = ax.get_tightbbox(fig.canvas.get_renderer()).y0
         _, y = ax.transAxes.inverted().transform((0.0, bottom - 4.0))
+        legend = ax.get_legend()
         legend.set_loc("upper center")
         legend.set_bbox_to_anchor((0.5, y), transform=ax.transAxes)
+        moved = True
+    return _legends_over_data(fig, redraw=moved)
 
 
 def _gradlab_book_settings() -> None:
@@ -205,7 +216,7 @@ def _gradlab_book_settings() -> None:
             try:
                 pad = kwargs.get("pad_inches")
                 pad = matplotlib.rcParams["savefig.pad_inches"] if not isinstance(pad, (int, float)) else pad
-                return max(fig.get_tightbbox(fig.canvas.get_renderer()).width + 2 * pad, width_in)
+                return fig.get_tightbbox(fig.canvas.get_renderer()).width + 2 * pad
             except Exception:  # noqa: BLE001 (a figure that cannot measure itself keeps its width)
                 return width_in
 
@@ -235,11 +246,11 @@ def _gradlab_book_settings() -> None:
         if getattr(fig, "_suptitle", None) is not None:
             fig._suptitle.set_wrap(True)
         smallest = raise_fonts(min_css_px * 72.0 * width_in / phone_column_px)
-        overlaps = _overlapping_tick_labels(fig, declutter=True)
+        overlaps = _overlapping_tick_labels(fig, declutter=True)  # draws the figure once
         try:
-            _move_legends_off_data(fig)
-        except Exception:  # noqa: BLE001 (a legend that cannot move stays, and is recorded below)
-            pass
+            covered = _move_legends_off_data(fig, drawn=True)  # no further draw unless a legend has to move
+        except Exception:  # noqa: BLE001 (a legend that cannot move stays, and is recorded)
+            covered = _legends_over_data(fig)
         for _ in range(3):  # larger text widens the crop a little more: settle in a few rounds
             saved_in = saved_width()
             needed = min_css_px * 72.0 * saved_in / phone_column_px
@@ -257,7 +268,7 @@ def _gradlab_book_settings() -> None:
             metadata["gradlab:min_font_pt"] = f"{smallest:.2f}"
             metadata["gradlab:width_in"] = f"{width_in:.3f}"
             metadata["gradlab:tick_overlaps"] = "; ".join(overlaps)
-            metadata["gradlab:legend_over_data"] = "; ".join(_legends_over_data(fig))
+            metadata["gradlab:legend_over_data"] = "; ".join(covered)
             kwargs["metadata"] = metadata
         return original(self, filename, *args, **kwargs)
 
