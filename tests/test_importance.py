@@ -170,3 +170,30 @@ def test_self_normalised_per_sample_estimates_are_the_formula():
         est = ImportanceSampledScore(scaled_proposal(1.4), self_normalised=normalised)
         got = expectation_grad(f, make, theta, estimator=est, num_samples=7, generator=gen(9))
         torch.testing.assert_close(got, (w * f(x)).unsqueeze(1) * scores, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("normalised", [False, True], ids=["plain", "self-normalised"])
+@pytest.mark.parametrize("baseline", [1.5, "rloo"], ids=["constant", "rloo"])
+def test_per_sample_estimates_with_a_baseline_weight_the_baseline_too(baseline, normalised):
+    r"""$g_n = \tilde w_n (f(x_n) - b_n) s_n$, $x_n \sim q$: the baseline term carries the weight as well
+    (an unweighted $b_n s_n$ has mean $\mathbb E_q[s] \ne 0$ for $q \ne p$). $b_n$ is the constant, or the
+    mean of the other $N - 1$ raw costs (N = 7, two coordinates of loc and scale, non-diagonal $J$)."""
+    from torch.autograd.functional import jacobian
+
+    from gradlab.distributions import draw
+
+    mix = torch.tensor([[1.0, 0.3], [-0.4, 1.0]], dtype=F64)
+    make = lambda t: D.Independent(D.Normal(mix @ t[:2], t[2:].exp()), 1)  # noqa: E731
+    theta = torch.tensor([0.2, -0.5, -0.3, 0.1], dtype=F64)
+    f = lambda x: (x**2).sum(1) + x[:, 0]  # noqa: E731
+    q = scaled_proposal(1.4)(make(theta))
+    n = 7
+    x = draw(q, (n,), generator=gen(12))
+    weights = (make(theta).log_prob(x) - q.log_prob(x)).exp()
+    weights = weights / weights.mean() if normalised else weights
+    scores = jacobian(lambda t: make(t).log_prob(x), theta)  # (7, 4)
+    values = f(x)
+    b = torch.full_like(values, baseline) if baseline == 1.5 else (values.sum() - values) / (n - 1)
+    est = ImportanceSampledScore(scaled_proposal(1.4), self_normalised=normalised)
+    got = expectation_grad(f, make, theta, estimator=est, num_samples=n, baseline=baseline, generator=gen(12))
+    torch.testing.assert_close(got, (weights * (values - b)).unsqueeze(1) * scores, rtol=1e-10, atol=1e-12)

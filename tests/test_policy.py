@@ -6,6 +6,7 @@ import torch
 from torch import distributions as D
 
 from gradlab.envs import CartPole, ChainMDP
+from gradlab.labcheck_stats import check_frequencies
 from gradlab.policy import (
     PG_METHODS,
     LinearPolicy,
@@ -258,3 +259,33 @@ def test_rollout_draws_only_from_its_generator(env):
         nxt = [env.step(a.states[:, 0], a.actions[:, 0], generator=torch.Generator().manual_seed(s))[0]
                for s in (7, 7, 8)]
         assert torch.equal(nxt[0], nxt[1]) and not torch.equal(nxt[0], nxt[2])
+
+
+def chain_step_probs(num_states, slip):
+    """(2 S, S): the documented law of the next state for each (state, action), state-major: action 1 moves
+    right and 0 left, each reversed with probability ``slip``, clamped at both ends of the chain."""
+    probs = torch.zeros(2 * num_states, num_states, dtype=F64)
+    for s in range(num_states):
+        left, right = max(s - 1, 0), min(s + 1, num_states - 1)
+        for a, (ahead, back) in enumerate([(left, right), (right, left)]):
+            probs[2 * s + a, ahead] += 1 - slip
+            probs[2 * s + a, back] += slip
+    return probs
+
+
+def test_chain_steps_move_as_documented():
+    """From every state and action the next state has the documented law (chi-square on 3,000 steps per
+    pair); entering the last state ends the episode and pays 1 on top of the step reward. Power: the same
+    draws fail against a slip of 0.25 instead of 0.3."""
+    num_states, n = 5, 3000
+    env = ChainMDP(num_states=num_states, horizon=7, slip=0.3, seed=2)
+    states = torch.arange(num_states).repeat_interleave(2).repeat(n)
+    actions = torch.tensor([0, 1]).repeat(num_states * n)
+    nxt, reward, done = env.step(states, actions, generator=gen(11))
+    draws = nxt.reshape(n, 2 * num_states)
+    check_frequencies("chain steps", draws, chain_step_probs(num_states, 0.3))
+    with pytest.raises(AssertionError):
+        check_frequencies("chain steps, slip 0.25", draws, chain_step_probs(num_states, 0.25))
+    goal = nxt == num_states - 1
+    assert torch.equal(done, goal) and goal.any() and not goal.all()
+    torch.testing.assert_close(reward - env.step_rewards[states, actions], goal.to(F64))

@@ -284,11 +284,12 @@ def _lambda_jacobian(make, th):
     return torch.autograd.functional.jacobian(flat, th)  # (4, 3): non-square, non-diagonal
 
 
-@pytest.mark.parametrize("baseline", [None, "rloo", "delta"])
+@pytest.mark.parametrize("baseline", [None, "rloo", "delta", "optimal"])
 def test_per_sample_estimates_match_the_formula_with_each_baseline(baseline):
     r"""$g_n = J^\top[(f_n - b_n) s_n + c]$ per sample, $J$ the (4, 3) Jacobian of (loc, scale) in theta:
-    $b_n = 0$, the leave-one-out mean, or the delta method's $f(\mu) + (x_n - \mu)\cdot\nabla f(\mu)$
-    whose correction $c$ is $\nabla f(\mu)$ in the loc block (N = 7)."""
+    $b_n = 0$, the leave-one-out mean, the delta method's $f(\mu) + (x_n - \mu)\cdot\nabla f(\mu)$
+    whose correction $c$ is $\nabla f(\mu)$ in the loc block, or the per-coordinate optimal
+    $b_j = \sum_n f_n s_{nj}^2 / \sum_n s_{nj}^2$ (one value per score column, N = 7)."""
     from gradlab.distributions import draw
 
     th = torch.tensor([0.4, -0.3, 0.2], dtype=F64)
@@ -303,12 +304,15 @@ def test_per_sample_estimates_match_the_formula_with_each_baseline(baseline):
         b = torch.zeros(n, dtype=F64)
     elif baseline == "rloo":
         b = (f.sum() - f) / (n - 1)
+    elif baseline == "optimal":
+        b = (f.unsqueeze(1) * score**2).sum(0) / (score**2).sum(0)  # (4,): one per coordinate
     else:
         mu = loc.clone().requires_grad_(True)
         (grad_mu,) = torch.autograd.grad(_f_quad(mu), mu)
         b = _f_quad(loc) + (x - loc) @ grad_mu
         correction[:2] = grad_mu
-    expected = ((f - b).unsqueeze(1) * score + correction) @ _lambda_jacobian(_make_normal, th)
+    weights = f.unsqueeze(1) - b if baseline == "optimal" else (f - b).unsqueeze(1)
+    expected = (weights * score + correction) @ _lambda_jacobian(_make_normal, th)
     got = expectation_grad(_f_quad, _make_normal, th, estimator="score", num_samples=n, baseline=baseline,
                            generator=gen(3))
     print("expected", expected[:2], "got", got[:2])
