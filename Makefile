@@ -26,7 +26,8 @@ test-fast: setup
 	$(PY) -m pytest $(XDIST) -m "not slow"
 
 ## Seeded bugs (scripts/mutants.yaml), one at a time in a scratch copy: which ones the mirrored tests catch.
-## Not part of `make test`. Options: make mutants MUTANTS_ARGS="--module score --timeout 300".
+## Not part of `make test`. Options: make mutants MUTANTS_ARGS="--module score --timeout 300"; the fresh set an
+## outside reviewer wrote without the project's list: make mutants MUTANTS_ARGS="--list scripts/mutants_fresh.yaml".
 mutants: setup
 	$(PY) scripts/mutants.py $(MUTANTS_ARGS)
 
