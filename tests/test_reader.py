@@ -382,23 +382,36 @@ def test_search_snippets_show_no_raw_tex(browser, site):  # noqa: F811
     assert not raw, f"search snippets with raw TeX: {raw[:5]}"
 
 
-# --------------------------------------------------------------------------- figures: tick labels
-def test_no_figure_draws_tick_labels_over_each_other(figures, built, site):  # noqa: F811
-    """Neighbouring tick labels of one axis never overlap (e.g. a log axis's minor labels running
-    together); the book's figure settings measure it when a figure is saved (gradlab:tick_overlaps)."""
+# --------------------------------------------------------------------------- figures: records of the figure settings
+def figure_records(figures, built, site, key: str) -> dict:  # noqa: F811
+    """Per page, the non-empty PNG record ``key`` the book's figure settings wrote when a figure was saved."""
     from PIL import Image
 
-    crowded = {}
+    found = {}
     for (name, width), figs in figures.items():
         for f in figs:
             path = local_file(built, site, f["src"])
             if path.suffix.lower() != ".png":
                 continue
             with Image.open(path) as image:
-                overlaps = image.info.get("gradlab:tick_overlaps", "")
-            if overlaps:
-                crowded.setdefault(name, set()).add(f"{path.name[:12]}: {overlaps[:120]}")
+                record = image.info.get(key, "")
+            if record:
+                found.setdefault(name, set()).add(f"{path.name[:12]}: {record[:120]}")
+    return found
+
+
+def test_no_figure_draws_tick_labels_over_each_other(figures, built, site):  # noqa: F811
+    """Neighbouring tick labels of one axis never overlap (e.g. a log axis's minor labels running
+    together); the book's figure settings measure it when a figure is saved (gradlab:tick_overlaps)."""
+    crowded = figure_records(figures, built, site, "gradlab:tick_overlaps")
     assert not crowded, f"figures with tick labels drawn over each other: {crowded}"
+
+
+def test_no_legend_hides_plotted_data(figures, built, site):  # noqa: F811
+    """A legend sits where there is no data (or outside the axes); the figure settings move one that
+    covers plotted points and record what still does (gradlab:legend_over_data)."""
+    hidden = figure_records(figures, built, site, "gradlab:legend_over_data")
+    assert not hidden, f"figures whose legend hides plotted data: {hidden}"
 
 
 # --------------------------------------------------------------------------- progress bars: complete
@@ -415,21 +428,3 @@ def test_progress_bars_end_at_their_total(built):
                 if m and m.group(1) != m.group(2):
                     short.setdefault(name, []).append(line.strip()[:70])
     assert not short, f"progress bars that end before their total: {short}"
-
-
-def test_no_legend_hides_plotted_data(figures, built, site):  # noqa: F811
-    """A legend sits where there is no data (or outside the axes); the figure settings move one that
-    covers plotted points and record what still does (gradlab:legend_over_data)."""
-    from PIL import Image
-
-    hidden = {}
-    for (name, width), figs in figures.items():
-        for f in figs:
-            path = local_file(built, site, f["src"])
-            if path.suffix.lower() != ".png":
-                continue
-            with Image.open(path) as image:
-                covered = image.info.get("gradlab:legend_over_data", "")
-            if covered:
-                hidden.setdefault(name, set()).add(f"{path.name[:12]}: {covered[:120]}")
-    assert not hidden, f"figures whose legend hides plotted data: {hidden}"
