@@ -122,6 +122,11 @@ def _legends_over_data(fig, only=None, redraw: bool = True) -> list:
         renderer = fig.canvas.get_renderer()
     except Exception:  # noqa: BLE001
         return []
+    def within(xy, bbox, strict: bool):
+        if strict:
+            return (xy[:, 0] > bbox.x0) & (xy[:, 0] < bbox.x1) & (xy[:, 1] > bbox.y0) & (xy[:, 1] < bbox.y1)
+        return (xy[:, 0] >= bbox.x0) & (xy[:, 0] <= bbox.x1) & (xy[:, 1] >= bbox.y0) & (xy[:, 1] <= bbox.y1)
+
     found = []
     for ax in fig.axes if only is None else [only]:
         legend = ax.get_legend()
@@ -143,14 +148,12 @@ def _legends_over_data(fig, only=None, redraw: bool = True) -> list:
                 steps = np.maximum(np.ceil(np.hypot(*np.diff(xy, axis=0).T) / 3.0), 1).astype(int)
                 xy = np.concatenate([np.linspace(a, b, n, endpoint=False) for a, b, n in zip(xy[:-1], xy[1:], steps)]
                                     + [xy[-1:]])
-            inside_axes = (xy[:, 0] >= clip.x0) & (xy[:, 0] <= clip.x1) & (xy[:, 1] >= clip.y0) & (xy[:, 1] <= clip.y1)
-            inside = (xy[:, 0] > box.x0) & (xy[:, 0] < box.x1) & (xy[:, 1] > box.y0) & (xy[:, 1] < box.y1)
-            covered += int((inside & inside_axes).sum())
+            covered += int((within(xy, box, strict=True) & within(xy, clip, strict=False)).sum())
         for coll in ax.collections:
             offsets = getattr(coll, "get_offsets", lambda: [])()
             if coll.get_visible() and len(offsets) and type(coll).__name__ == "PathCollection":
                 xy = coll.get_offset_transform().transform(np.asarray(offsets, dtype=float))
-                covered += int(((xy[:, 0] > box.x0) & (xy[:, 0] < box.x1) & (xy[:, 1] > box.y0) & (xy[:, 1] < box.y1)).sum())
+                covered += int(within(xy, box, strict=True).sum())
         if covered:
             found.append(f"{ax.get_title()[:40] or 'axes'}: {covered} points")
     return found
@@ -163,8 +166,7 @@ def _move_legends_off_data(fig, drawn: bool = False) -> list:
     :func:`_legends_over_data`). ``drawn``: the figure was just drawn (no draw needed to measure)."""
     if not drawn:
         fig.draw_without_rendering()
-    covering = [ax for ax in fig.axes if ax.get_legend() is not None and ax.get_legend().get_visible()
-                and _legends_over_data(fig, only=ax, redraw=False)]
+    covering = [ax for ax in fig.axes if _legends_over_data(fig, only=ax, redraw=False)]
     if not covering:
         return []
     for ax in covering:
