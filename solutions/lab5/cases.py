@@ -2,7 +2,7 @@
 
 Format: see solutions/lab1/cases.py. Each submission starts from the solution notebook, whose written answer
 (`overfitting_answer`, 2 points by hand) is answered: every submission here needs manual grading, and its
-expected score counts the 10 autograded points only.
+expected score counts the 15 autograded points only.
 """
 
 SUBMISSIONS = {
