@@ -28,7 +28,6 @@ import argparse
 import csv
 import datetime
 import math
-import os
 import statistics
 import sys
 import time

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import math
-import os
 import socket
 import statistics
 import sys

@@ -10,14 +10,12 @@ precompute the static views of the book's grids, per frame.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
-
-import sys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gradlab.widgets import GradientExplorer, SmoothingExplorer, VarianceExplorer  # noqa: E402
