@@ -171,7 +171,7 @@ def main() -> None:
         f"median of {args.repeats} timed calls, the contenders taking turns; variance over {args.variance_estimates} estimates; REBAR/RELAX "
         f"adapted for {args.adapt} steps first (and further while `adapt_step` is timed); the model was trained for {args.pretrain} Gumbel-softmax steps before. "
         "Cost and variance are relative to the first row (REINFORCE with the leave-one-out baseline, its score "
-        "$b - p$ written out by hand; the second row is the same estimator through gradlab's generic `\"score\"`). "
+        "$b - p$ written out by hand; the second row is the same estimator through gradlab's `\"score\"` estimator). "
         "Last column: squared distance of the mean of the estimates from a 200 000-sample REINFORCE reference, "
         "divided by what the noise of both alone would give: about 1 for an unbiased estimator, much more for a "
         "biased one.",
